@@ -1,0 +1,148 @@
+"""Overflow-aware tokenization of SQuAD examples into model features.
+
+A context longer than ``max_length`` becomes several features (windows) that overlap by
+``doc_stride`` tokens. Every feature carries the answer's start/end token when the answer lies
+inside its window, else the CLS index (also for unanswerable questions). Evaluation features
+also carry the example they came from and character offsets masked to context tokens, which the
+decoder uses to slice answers out of the original context.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+NOT_CONTEXT = (-1, -1)
+
+
+def context_comes_second(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """``[CLS] question [SEP] context [SEP]``, unless the tokenizer pads on the left (context first)."""
+    return tokenizer.padding_side == "right"
+
+
+def offsets_include_leading_space(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for tokenizers (SentencePiece/DeBERTa-v3) whose offsets start at the space before a word."""
+    offsets = tokenizer("ab cd", add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return any(start == 2 for start, _ in offsets)
+
+
+def tokenize_windows(
+    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+) -> Any:
+    """Tokenize question/context pairs into overlapping windows, with offsets and sample mapping."""
+    questions = [q.lstrip() for q in examples["question"]]
+    contexts = examples["context"]
+    second = context_comes_second(tokenizer)
+    return tokenizer(
+        questions if second else contexts,
+        contexts if second else questions,
+        truncation="only_second" if second else "only_first",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+
+
+def _context_span(sequence_ids: list[int | None], context_id: int) -> tuple[int, int]:
+    """First and last token index of the context in a feature."""
+    first = sequence_ids.index(context_id)
+    last = len(sequence_ids) - 1 - sequence_ids[::-1].index(context_id)
+    return first, last
+
+
+def _strip_leading_space(offsets: list, context: str, first: int, last: int) -> None:
+    """Move each context token's start past whitespace (in place), so answers never start with a space."""
+    for i in range(first, last + 1):
+        start, end = offsets[i]
+        while start < end and context[start].isspace():
+            start += 1
+        offsets[i] = (start, end)
+
+
+def _answer_tokens(
+    offsets: list, first: int, last: int, start_char: int, end_char: int
+) -> tuple[int, int] | None:
+    """Token indices of the answer's first and last token, or None when outside the window."""
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return None
+    start = first
+    while start <= last and offsets[start][0] <= start_char:
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= end_char:
+        end -= 1
+    return start - 1, end + 1
+
+
+def _prepare(
+    examples: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+    indices: list[int] | None,
+    for_eval: bool,
+) -> dict[str, list]:
+    tokenized = tokenize_windows(examples, tokenizer, max_length, doc_stride)
+    sample_mapping = tokenized.pop("overflow_to_sample_mapping")
+    offset_mapping = tokenized.pop("offset_mapping")
+    context_id = 1 if context_comes_second(tokenizer) else 0
+    strip = offsets_include_leading_space(tokenizer)
+    cls_id = tokenizer.cls_token_id
+    starts, ends, cls_indices, example_indices, masked_offsets = [], [], [], [], []
+    for i, offsets in enumerate(offset_mapping):
+        sample = sample_mapping[i]
+        input_ids = tokenized["input_ids"][i]
+        cls_index = input_ids.index(cls_id) if cls_id in input_ids else 0
+        sequence_ids = tokenized.sequence_ids(i)
+        context = examples["context"][sample]
+        first, last = _context_span(sequence_ids, context_id)
+        if strip:
+            offsets = list(offsets)
+            _strip_leading_space(offsets, context, first, last)
+        answers = examples["answers"][sample]
+        span = None
+        if answers["answer_start"]:
+            start_char = answers["answer_start"][0]
+            span = _answer_tokens(offsets, first, last, start_char, start_char + len(answers["text"][0]))
+        starts.append(span[0] if span else cls_index)
+        ends.append(span[1] if span else cls_index)
+        if for_eval:
+            cls_indices.append(cls_index)
+            example_indices.append(indices[sample] if indices is not None else sample)
+            masked = [NOT_CONTEXT] * len(offsets)
+            masked[first : last + 1] = offsets[first : last + 1]
+            masked_offsets.append(masked)
+    tokenized["start_positions"] = starts
+    tokenized["end_positions"] = ends
+    if for_eval:
+        tokenized["example_index"] = example_indices
+        tokenized["cls_index"] = cls_indices
+        tokenized["offset_mapping"] = masked_offsets
+    return dict(tokenized)
+
+
+def prepare_train_features(
+    examples: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 384,
+    doc_stride: int = 128,
+) -> dict[str, list]:
+    """Training features: model inputs plus ``start_positions`` / ``end_positions``."""
+    return _prepare(examples, tokenizer, max_length, doc_stride, None, for_eval=False)
+
+
+def prepare_eval_features(
+    examples: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 384,
+    doc_stride: int = 128,
+    indices: list[int] | None = None,
+) -> dict[str, list]:
+    """Evaluation features: training fields plus ``example_index``, ``cls_index`` and masked offsets.
+
+    ``indices`` are the examples' rows in their dataset (``datasets.map(with_indices=True)``).
+    """
+    return _prepare(examples, tokenizer, max_length, doc_stride, indices, for_eval=True)
