@@ -48,7 +48,9 @@ def limit_examples(ds: datasets.Dataset, max_examples: int | None) -> datasets.D
     if max_examples is None:
         return ds
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
-        raise ValueError(f"max_examples must be a non-negative integer or None, got {max_examples!r}")
+        raise ValueError(
+            f"max_examples must be a non-negative integer or None, got {max_examples!r}"
+        )
     return ds if max_examples >= len(ds) else ds.select(range(max_examples))
 
 

@@ -100,7 +100,8 @@ def _loads(text: str, path: Path, where: str = "") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        hint = " (the file ends early: truncated?)" if err.pos >= len(text.rstrip()) else ""
+        truncated = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        hint = " (the text ends early: truncated?)" if truncated else ""
         raise DataFormatError(
             f"invalid JSON{where} at line {err.lineno}, column {err.colno}: {err.msg}{hint}",
             path=str(path),
@@ -141,9 +142,7 @@ def _parse_jsonl(text: str, path: Path) -> list[Record]:
     return records
 
 
-def _check_version(
-    path: Path, version: str, expected: str | None, unanswerable: list[str]
-) -> None:
+def _check_version(path: Path, version: str, expected: str | None, unanswerable: list[str]) -> None:
     if expected is None or expected == version:
         return
     if expected == "1.1":
@@ -156,7 +155,13 @@ def _check_version(
     raise DataFormatError(message, path=str(path))
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "a bool"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+    bool: "a bool",
+}
 
 
 class _Checker:
@@ -169,9 +174,9 @@ class _Checker:
     def fail(self, message: str, *, qid: str | None = None, field: str | None = None) -> NoReturn:
         raise DataFormatError(message, path=self.path, qid=qid, field=field)
 
-    def is_object(self, value: Any, where: str, qid: str | None = None) -> None:
+    def is_object(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            self.fail(f"{where} must be an object, got {type(value).__name__}", qid=qid)
+            self.fail(f"{where} must be an object, got {type(value).__name__}")
 
     def check_type(
         self, value: Any, kind: type, where: str, field: str, qid: str | None = None
@@ -210,7 +215,9 @@ class _Checker:
     def qid(self, obj: Record, where: str) -> str:
         qid = self.text(obj, "id", where)
         if qid in self.seen:
-            self.fail(f"{where}: duplicate question id (first at {self.seen[qid]})", qid=qid, field="id")
+            self.fail(
+                f"{where}: duplicate question id (first at {self.seen[qid]})", qid=qid, field="id"
+            )
         self.seen[qid] = where
         return qid
 

@@ -41,12 +41,16 @@ T = TypeVar("T")
 
 
 def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
-    """``"minilm"`` -> the packaged MiniLM folder; an existing directory -> its absolute path."""
+    """``"minilm"`` -> the packaged MiniLM folder; a directory -> its absolute path; else a hub name."""
     name = str(pretrained)
     if name == MINILM_ALIAS:
         return str(minilm_dir())
     path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
+    if path.is_dir():
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", ""):
+        raise FileNotFoundError(f"model directory not found: {path}")
+    return name
 
 
 def hub_offline() -> bool:
@@ -84,7 +88,9 @@ def _from_hub_or_cache(name: str, load: Callable[..., T], **kwargs: Any) -> T:
     elif hub_reachable():
         return load(name, **kwargs)
     else:
-        reason = "the hub (huggingface.co) is unreachable"
+        from huggingface_hub import constants
+
+        reason = f"the Hugging Face hub ({constants.ENDPOINT}) is unreachable"
     try:
         return load(name, local_files_only=True, **kwargs)
     except OSError as err:

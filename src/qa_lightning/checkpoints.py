@@ -1,0 +1,38 @@
+"""Load a trained model from a Lightning checkpoint or an ``hf_model/`` directory, safely."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from qa_lightning.model.backbone import load_tokenizer
+from qa_lightning.model.module import QALightningModule
+
+log = logging.getLogger(__name__)
+
+
+def is_hf_model_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def load_module(path: str | Path, **overrides: object) -> QALightningModule:
+    """A ``QALightningModule`` from a ``.ckpt`` (weights_only load) or a ``save_pretrained`` directory."""
+    path = Path(path)
+    if is_hf_model_dir(path):
+        return QALightningModule(pretrained=str(path), **overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: neither a checkpoint file nor a model directory with config.json")
+    return QALightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
+
+
+def tokenizer_for(path: str | Path, module: QALightningModule) -> PreTrainedTokenizerBase:
+    """The tokenizer saved beside a model: the directory itself, the run's ``hf_model/``, or the pretrained name."""
+    path = Path(path)
+    candidates = [path] if path.is_dir() else [path.parent.parent / "hf_model", path.parent / "hf_model"]
+    for candidate in candidates:
+        if (candidate / "tokenizer_config.json").is_file():
+            return load_tokenizer(str(candidate))
+    log.info("No tokenizer files beside %s; loading %s", path, module.hparams.pretrained)
+    return load_tokenizer(module.hparams.pretrained)

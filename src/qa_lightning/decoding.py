@@ -1,0 +1,363 @@
+"""Decode start/end logits into answer spans: vectorised per feature, merged per example.
+
+Three steps, all batched in torch:
+
+1. :func:`feature_candidates` keeps, per feature, its best ``n_best_size`` valid spans out of the
+   top ``n_best_size`` start tokens x top ``n_best_size`` end tokens (the classic candidate set),
+   plus the feature's null (CLS) score. Only these few numbers need to be kept per feature.
+2. :func:`merge_candidates` gathers the candidates of every example's features (they may come
+   from different batches and processes), drops duplicated features (DistributedSampler pads by
+   repeating samples) and keeps each example's best ``n_best_size`` spans and minimum null score.
+3. :func:`finalize` slices the answers out of the contexts; for SQuAD v2.0 it answers ``""`` when
+   ``null_score - best_span_score`` exceeds the threshold, and reports that difference as the
+   no-answer probability (``na_prob``) the official v2.0 script reads.
+
+Order is deterministic and matches a plain loop with stable sorts: among equal logits the lower
+token index ranks first; among equal span scores the earlier feature, then the better-ranked
+start, then the better-ranked end. An example without any valid span answers ``""``; for v2.0 its
+missing span counts as scoring :data:`NO_SPAN_SCORE`, so its ``na_prob`` is
+``null_score - NO_SPAN_SCORE`` (large and finite, so that ``null_odds.json`` stays valid JSON).
+A span whose score is ``-inf`` counts as no span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+NO_SPAN_SCORE = -1e4
+NEG_INF = float("-inf")
+
+
+class SpanCandidates(NamedTuple):
+    """Best spans per row (a feature or an example), best first; empty slots score ``-inf``.
+
+    ``scores``, ``start_char``, ``end_char`` (exclusive), ``start_logit``, ``end_logit`` are
+    ``[N, K]``; ``null_score`` is ``[N]``. Empty slots have character offsets ``-1``.
+    """
+
+    scores: Tensor
+    start_char: Tensor
+    end_char: Tensor
+    start_logit: Tensor
+    end_logit: Tensor
+    null_score: Tensor
+
+    def select(self, index: Tensor) -> SpanCandidates:
+        """The rows at ``index``."""
+        return SpanCandidates(*(field[index] for field in self))
+
+    @staticmethod
+    def cat(parts: Sequence[SpanCandidates]) -> SpanCandidates:
+        """Concatenate candidates of several batches along the rows."""
+        return SpanCandidates(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
+
+
+@dataclass
+class DecodedPredictions:
+    """Answers per question id; ``na_probs`` (score diffs) for v2.0; n-best lists when asked."""
+
+    predictions: dict[str, str]
+    na_probs: dict[str, float] | None = None
+    nbest: dict[str, list[dict[str, Any]]] | None = None
+
+
+def _top_positions(values: Tensor, k: int) -> Tensor:
+    """Positions of the ``k`` largest values per row, largest first, as a stable sort ranks them.
+
+    ``topk`` is fast but leaves the order of equal values open; the rare rows where that matters
+    (ties within the selection or at its boundary, ``-inf`` ignored) are redone with a stable sort.
+    """
+    top = torch.topk(values, k, dim=1)
+    kth = top.values[:, -1:]
+    finite = top.values > NEG_INF
+    tied = ((top.values[:, 1:] == top.values[:, :-1]) & finite[:, 1:]).any(1)
+    tied |= ((values >= kth).sum(1) > k) & finite[:, -1]
+    if not tied.any():
+        return top.indices
+    rows = tied.nonzero().squeeze(1)
+    indices = top.indices.clone()
+    indices[rows] = torch.sort(values[rows], dim=1, descending=True, stable=True).indices[:, :k]
+    return indices
+
+
+def _pad_columns(x: Tensor, width: int, value: float) -> Tensor:
+    if x.shape[1] >= width:
+        return x
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def feature_candidates(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    offsets: Tensor,
+    cls_index: Tensor,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> SpanCandidates:
+    """The best ``n_best_size`` valid spans of each feature (``K = n_best_size`` columns).
+
+    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
+    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
+    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
+    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
+    """
+    start_logits, end_logits = start_logits.float(), end_logits.float()
+    k = min(n_best_size, start_logits.shape[1])
+    starts, ends = _top_positions(start_logits, k), _top_positions(end_logits, k)
+    token_start = offsets[..., 0]
+    start_char = token_start.gather(1, starts)
+    end_char = offsets[..., 1].gather(1, ends)
+    length = ends[:, None, :] - starts[:, :, None]
+    valid = (
+        (start_char >= 0)[:, :, None]
+        & (token_start.gather(1, ends) >= 0)[:, None, :]
+        & (length >= 0)
+        & (length < max_answer_length)
+        & (start_char[:, :, None] < end_char[:, None, :])
+    )
+    start_logit, end_logit = start_logits.gather(1, starts), end_logits.gather(1, ends)
+    pair_scores = start_logit[:, :, None] + end_logit[:, None, :]
+    pair_scores = pair_scores.masked_fill_(~valid, NEG_INF).flatten(1)
+    best = _top_positions(pair_scores, min(n_best_size, k * k))
+    rank_start, rank_end = best.div(k, rounding_mode="floor"), best.remainder(k)
+    scores = pair_scores.gather(1, best)
+    empty = scores == NEG_INF
+    cls = cls_index.long()[:, None]
+    null_score = (start_logits.gather(1, cls) + end_logits.gather(1, cls)).squeeze(1)
+    return SpanCandidates(
+        scores=_pad_columns(scores, n_best_size, NEG_INF),
+        start_char=_pad_columns(
+            start_char.gather(1, rank_start).masked_fill_(empty, -1), n_best_size, -1
+        ),
+        end_char=_pad_columns(
+            end_char.gather(1, rank_end).masked_fill_(empty, -1), n_best_size, -1
+        ),
+        start_logit=_pad_columns(start_logit.gather(1, rank_start), n_best_size, NEG_INF),
+        end_logit=_pad_columns(end_logit.gather(1, rank_end), n_best_size, NEG_INF),
+        null_score=null_score,
+    )
+
+
+def _unique_features(example_index: Tensor, feature_index: Tensor) -> Tensor:
+    """Row order grouping features by example, in feature order, keeping one of each duplicate."""
+    by_feature = torch.sort(feature_index, stable=True).indices
+    sorted_features = feature_index[by_feature]
+    first = torch.ones_like(sorted_features, dtype=torch.bool)
+    first[1:] = sorted_features[1:] != sorted_features[:-1]
+    by_feature = by_feature[first]
+    return by_feature[torch.sort(example_index[by_feature], stable=True).indices]
+
+
+def merge_candidates(
+    candidates: SpanCandidates,
+    example_index: Tensor,
+    feature_index: Tensor,
+    num_examples: int,
+) -> tuple[SpanCandidates, Tensor]:
+    """Per example: its best ``K`` spans over all its features and their minimum null score.
+
+    Rows sharing a ``feature_index`` are the same feature and count once. Returns the merged
+    candidates (``num_examples`` rows, ``null_score`` ``+inf`` for examples without features)
+    and a boolean mask of the examples that had at least one feature.
+    """
+    order = _unique_features(example_index, feature_index)
+    features = candidates.select(order)
+    examples = example_index[order].long()
+    num_slots = features.scores.shape[1]
+    flat_examples = examples.repeat_interleave(num_slots)
+    by_score = torch.sort(features.scores.flatten(), descending=True, stable=True).indices
+    grouped = by_score[torch.sort(flat_examples[by_score], stable=True).indices]
+    slot_examples = flat_examples[grouped]
+    counts = torch.bincount(examples, minlength=num_examples)
+    group_start = torch.cumsum(counts * num_slots, 0) - counts * num_slots
+    rank = torch.arange(len(grouped), device=grouped.device) - group_start[slot_examples]
+    keep = rank < num_slots
+    rows, cols, source = slot_examples[keep], rank[keep], grouped[keep]
+    merged = []
+    for field, fill in zip(features[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True):
+        out = field.new_full((num_examples, num_slots), fill)
+        out[rows, cols] = field.flatten()[source]
+        merged.append(out)
+    null = features.null_score.new_full((num_examples,), float("inf"))
+    null = null.scatter_reduce(0, examples, features.null_score, reduce="amin")
+    return SpanCandidates(*merged, null_score=null), counts > 0
+
+
+def _nbest_table(
+    merged: SpanCandidates, version_2: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Each example's n-best entries sorted by score, the null entry inserted for v2.0.
+
+    As in the classic postprocessing, the null entry ranks after spans of equal score and is
+    kept (as an extra entry) when it falls outside the top ``K``. Returns scores, start and end
+    characters, the mask of real entries and their probabilities (softmax over each row).
+    """
+    scores, starts, ends = merged.scores, merged.start_char, merged.end_char
+    keep = scores > NEG_INF
+    if version_2:
+        n_best = scores.shape[1]
+        null = merged.null_score[:, None]
+        null_rank = (scores >= null).sum(1, keepdim=True)
+        position = torch.arange(n_best + 1, device=scores.device)[None, :]
+        is_null = position == null_rank
+        span = (position - (position > null_rank).long()).clamp_(max=n_best - 1)
+        scores = torch.where(is_null, null, scores.gather(1, span))
+        starts = starts.gather(1, span).masked_fill_(is_null, 0)
+        ends = ends.gather(1, span).masked_fill_(is_null, 0)
+        in_top = position < (null_rank + 1).clamp(min=n_best)
+        keep = is_null | (keep.gather(1, span) & in_top)
+    probs = torch.softmax(scores.masked_fill(~keep, NEG_INF), dim=1).nan_to_num_(0.0)
+    return scores, starts, ends, keep, probs
+
+
+def _nbest_lists(
+    merged: SpanCandidates,
+    rows: list[int],
+    ids: Sequence[str],
+    contexts: Sequence[str],
+    version_2: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    scores, starts, ends, keep, probs = (t.tolist() for t in _nbest_table(merged, version_2))
+    nbest = {}
+    for r in rows:
+        context = contexts[r]
+        nbest[ids[r]] = [
+            {"text": context[s:e], "score": sc, "probability": p, "start": s, "end": e}
+            for sc, s, e, p, kept in zip(
+                scores[r], starts[r], ends[r], probs[r], keep[r], strict=True
+            )
+            if kept
+        ]
+    return nbest
+
+
+def finalize(
+    merged: SpanCandidates,
+    has_features: Tensor,
+    ids: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    version_2: bool = False,
+    null_score_diff_threshold: float = 0.0,
+    with_nbest: bool = False,
+) -> DecodedPredictions:
+    """Answer text per question with features: v1.1 the best span; v2.0 ``""`` when null wins.
+
+    v2.0: ``na_prob = null_score - best_span_score`` (float32); the answer is ``""`` when it
+    exceeds ``null_score_diff_threshold`` or there is no valid span. With ``with_nbest`` also
+    returns each question's n-best entries ``{"text", "score", "probability", "start", "end"}``.
+    """
+    best_score = merged.scores[:, 0]
+    has_span = best_score > NEG_INF
+    answer_null = ~has_span
+    if version_2:
+        score_diff = merged.null_score - torch.where(has_span, best_score, NO_SPAN_SCORE)
+        answer_null |= score_diff > null_score_diff_threshold
+    rows = has_features.nonzero().squeeze(1).tolist()
+    starts, ends = merged.start_char[:, 0].tolist(), merged.end_char[:, 0].tolist()
+    null_list = answer_null.tolist()
+    predictions = {ids[r]: "" if null_list[r] else contexts[r][starts[r] : ends[r]] for r in rows}
+    decoded = DecodedPredictions(predictions)
+    if version_2:
+        diffs = score_diff.tolist()
+        decoded.na_probs = {ids[r]: diffs[r] for r in rows}
+    if with_nbest:
+        decoded.nbest = _nbest_lists(merged, rows, ids, contexts, version_2)
+    return decoded
+
+
+def decode(
+    candidates: SpanCandidates,
+    example_index: Tensor,
+    feature_index: Tensor,
+    ids: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    version_2: bool = False,
+    null_score_diff_threshold: float = 0.0,
+    with_nbest: bool = False,
+) -> DecodedPredictions:
+    """Merge per-feature candidates per example and finalize (``ids``/``contexts`` by example row)."""
+    merged, has_features = merge_candidates(candidates, example_index, feature_index, len(ids))
+    return finalize(
+        merged,
+        has_features,
+        ids,
+        contexts,
+        version_2=version_2,
+        null_score_diff_threshold=null_score_diff_threshold,
+        with_nbest=with_nbest,
+    )
+
+
+class StreamingDecoder:
+    """Accumulates per-feature candidates batch by batch (never the logits); decodes at the end.
+
+    Pass ``feature_index`` with every batch or with none (features are then numbered in the
+    order they arrive).
+    """
+
+    def __init__(self, n_best_size: int = 20, max_answer_length: int = 30) -> None:
+        self.n_best_size = n_best_size
+        self.max_answer_length = max_answer_length
+        self._candidates: list[SpanCandidates] = []
+        self._example_index: list[Tensor] = []
+        self._feature_index: list[Tensor] = []
+        self._seen = 0
+
+    def update(
+        self,
+        start_logits: Tensor,
+        end_logits: Tensor,
+        offsets: Tensor,
+        cls_index: Tensor,
+        example_index: Tensor,
+        feature_index: Tensor | None = None,
+    ) -> None:
+        """Keep the candidates of one batch of features."""
+        with torch.no_grad():
+            candidates = feature_candidates(
+                start_logits.detach(),
+                end_logits.detach(),
+                offsets,
+                cls_index,
+                self.n_best_size,
+                self.max_answer_length,
+            )
+        batch = len(example_index)
+        if feature_index is None:
+            feature_index = torch.arange(
+                self._seen, self._seen + batch, device=example_index.device
+            )
+        self._seen += batch
+        self._candidates.append(candidates)
+        self._example_index.append(example_index)
+        self._feature_index.append(feature_index)
+
+    def decode(
+        self,
+        ids: Sequence[str],
+        contexts: Sequence[str],
+        *,
+        version_2: bool = False,
+        null_score_diff_threshold: float = 0.0,
+        with_nbest: bool = False,
+    ) -> DecodedPredictions:
+        """Decode every question seen so far; ``ids``/``contexts`` are indexed by example_index."""
+        if not self._candidates:
+            return DecodedPredictions({}, {} if version_2 else None, {} if with_nbest else None)
+        return decode(
+            SpanCandidates.cat(self._candidates),
+            torch.cat(self._example_index),
+            torch.cat(self._feature_index),
+            ids,
+            contexts,
+            version_2=version_2,
+            null_score_diff_threshold=null_score_diff_threshold,
+            with_nbest=with_nbest,
+        )

@@ -1,0 +1,288 @@
+"""``QALightningModule``: a question-answering backbone trained on span start/end cross-entropy."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from lightning import LightningModule
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from qa_lightning.metrics.squad_metric import SquadMetric
+from qa_lightning.model.backbone import load_qa_model
+from qa_lightning.optim import FactorySpec, build_optimizer, from_spec, to_spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 3e-5, "weight_decay": 0.01}
+EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
+# Official score names -> logged names (v2.0's "exact" is logged as exact_match like v1.1's).
+LOG_NAMES = {"exact": "exact_match"}
+PROG_BAR = ("exact_match", "f1")
+STAGE_SPLITS = {"val": "validation", "test": "test"}
+
+
+def span_loss(
+    start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor
+) -> Tensor:
+    """Mean of the start and end cross-entropies (in float32); positions past the end are ignored."""
+    length = start_logits.size(1)
+
+    def ce(logits: Tensor, positions: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), positions.clamp(0, length), ignore_index=length)
+
+    return (ce(start_logits, start_positions) + ce(end_logits, end_positions)) / 2
+
+
+def position_accuracy(logits: Tensor, positions: Tensor) -> Tensor:
+    """Fraction of rows whose argmax token is the gold position (rows with positions in range)."""
+    valid = positions < logits.size(1)
+    hits = (logits.argmax(dim=1) == positions) & valid
+    return hits.sum() / valid.sum().clamp(min=1)
+
+
+def global_attention_mask(
+    input_ids: Tensor, attention_mask: Tensor, sep_token_id: int, question_first: bool = True
+) -> Tensor:
+    """Longformer's global attention on the question tokens and the first (CLS) token.
+
+    Question first (``<s> q </s></s> c </s>``): the tokens before the first separator. Context
+    first: the tokens between the last two separators. Works with either padding side.
+    """
+    sep = input_ids == sep_token_id
+    attended = attention_mask.bool()
+    if question_first:
+        question = sep.cumsum(dim=1) == 0
+    else:
+        question = (sep.flip(1).cumsum(dim=1).flip(1) == 1) & ~sep
+    first = (attended.long().cumsum(dim=1) == 1) & attended
+    return ((question | first) & attended).long()
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> plain dicts and lists (checkpoints load with ``weights_only``)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class QALightningModule(LightningModule):
+    """Extractive QA on top of ``AutoModelForQuestionAnswering``.
+
+    Args:
+        pretrained: hub name, local directory or ``"minilm"`` (see ``load_qa_model``).
+        random_init: build from the (overridden) config of ``pretrained`` without its weights.
+        config_overrides: fields of the model config to override (e.g. dropout, tiny sizes).
+        optimizer: factory of the optimizer given the parameter groups (Hydra ``_partial_``),
+            or a ``_target_`` mapping; default AdamW(lr=3e-5, weight_decay=0.01).
+        scheduler: factory ``(optimizer, num_training_steps) -> LRScheduler`` stepped every
+            optimizer step, e.g. ``qa_lightning.optim.linear_warmup_decay``; None: constant LR.
+        version_2: SQuAD v2.0 scoring (unanswerable questions); None: the datamodule's version.
+        question_first: question before context in the features; None: from the datamodule's
+            tokenizer (its padding side), else True. Only Longformer's global attention uses it.
+        hf_config: the backbone's config dict; set by checkpoints so that loading one builds the
+            backbone from it instead of fetching ``pretrained``.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        random_init: bool = False,
+        config_overrides: dict[str, Any] | None = None,
+        optimizer: FactorySpec | None = None,
+        scheduler: FactorySpec | None = None,
+        version_2: bool | None = None,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        trust_remote_code: bool = False,
+        question_first: bool | None = None,
+        hf_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # Plain values only, so checkpoints are self-describing and load with weights_only=True:
+        # save_hyperparameters() reads these rebound locals.
+        optimizer = to_spec(optimizer if optimizer is not None else DEFAULT_OPTIMIZER)
+        scheduler = to_spec(scheduler) if scheduler is not None else None
+        config_overrides = _plain(config_overrides)
+        self.save_hyperparameters(ignore=["hf_config"])
+
+        if hf_config is not None:
+            self.model = load_qa_model(
+                None,
+                config=_plain(hf_config),
+                random_init=True,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
+        else:
+            self.model = load_qa_model(
+                pretrained,
+                config=config_overrides,
+                random_init=random_init,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
+        if gradient_checkpointing:
+            if self.model.supports_gradient_checkpointing:
+                self.model.gradient_checkpointing_enable()
+            else:
+                log.warning("%s does not support gradient checkpointing.", type(self.model).__name__)
+        if compile:
+            self.model.compile()  # in place: state_dict keys stay those of the uncompiled model
+
+        accepted = inspect.signature(self.model.forward).parameters
+        config = self.model.config
+        self._use_token_type_ids = (
+            "token_type_ids" in accepted and (getattr(config, "type_vocab_size", 0) or 0) > 1
+        )
+        self._use_global_attention = "global_attention_mask" in accepted
+        self._sep_token_id = getattr(config, "sep_token_id", None) or getattr(config, "eos_token_id", None)
+        if self._use_global_attention and self._sep_token_id is None:
+            raise ValueError(f"{type(self.model).__name__} needs sep_token_id in its config.")
+
+        self.question_first = question_first if question_first is not None else True
+        self.version_2 = bool(version_2)
+        self.metrics = nn.ModuleDict()
+        self.last_predictions: dict[str, str] = {}
+        self.last_na_probs: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ model
+    def model_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The backbone's inputs from a batch (token type ids and Longformer's global mask as needed)."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self._use_token_type_ids and "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        if self._use_global_attention:
+            inputs["global_attention_mask"] = global_attention_mask(
+                batch["input_ids"], batch["attention_mask"], self._sep_token_id, self.question_first
+            )
+        return inputs
+
+    def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Start and end logits ``[B, L]``."""
+        output = self.model(**self.model_inputs(batch))
+        return output.start_logits, output.end_logits
+
+    def _loss(self, batch: Mapping[str, Tensor], start: Tensor, end: Tensor) -> Tensor:
+        return span_loss(start, end, batch["start_positions"], batch["end_positions"])
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        start, end = self(batch)
+        loss = self._loss(batch, start, end)
+        size = batch["input_ids"].size(0)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
+        self.log_dict(
+            {
+                "train/start_acc": position_accuracy(start, batch["start_positions"]),
+                "train/end_acc": position_accuracy(end, batch["end_positions"]),
+                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            },
+            on_step=True,
+            on_epoch=False,
+            batch_size=size,
+        )
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.model, self.hparams.optimizer)
+        if self.hparams.scheduler is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("The scheduler needs a finite number of steps: set trainer.max_steps.")
+        scheduler = from_spec(self.hparams.scheduler)(optimizer, num_training_steps=int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------- evaluation
+    def setup(self, stage: str) -> None:
+        """Resolve the data's version and question order, and give the metrics their examples."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        if self.hparams.version_2 is None and hasattr(datamodule, "version_2"):
+            self.version_2 = bool(datamodule.version_2)
+        if self.hparams.question_first is None and hasattr(datamodule, "tokenizer"):
+            self.question_first = datamodule.tokenizer.padding_side == "right"
+        prefixes = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        for prefix in prefixes:
+            split = STAGE_SPLITS[prefix]
+            if hasattr(datamodule, "has_split") and not datamodule.has_split(split):
+                continue
+            self.set_eval_examples(prefix, datamodule.examples(split))
+
+    def set_eval_examples(self, prefix: str, examples: Any) -> None:
+        """A fresh ``prefix`` ("val" / "test") metric scoring ``examples`` (a ``datasets.Dataset``)."""
+        metric = SquadMetric(
+            version_2=self.version_2,
+            n_best_size=self.hparams.n_best_size,
+            max_answer_length=self.hparams.max_answer_length,
+            null_score_diff_threshold=self.hparams.null_score_diff_threshold,
+        )
+        metric.set_examples(
+            examples["id"], examples["context"], [answers["text"] for answers in examples["answers"]]
+        )
+        self.metrics[prefix] = metric.to(self.device)
+
+    def _eval_step(self, prefix: str, batch: Mapping[str, Tensor]) -> None:
+        start, end = self(batch)
+        if "start_positions" in batch:
+            loss = self._loss(batch, start, end)
+            self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0))
+        if prefix not in self.metrics:
+            raise RuntimeError(
+                f"No {prefix} examples to score: use a datamodule with examples() or call "
+                f"set_eval_examples({prefix!r}, examples)."
+            )
+        self.metrics[prefix].update(start, end, *(batch[key] for key in EVAL_KEYS))
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        metric = self.metrics[prefix]
+        results = metric.compute()
+        self.last_metrics = {key: float(value) for key, value in results.items()}
+        self.last_predictions = dict(metric.predictions)
+        self.last_na_probs = dict(metric.na_probs)
+        for key, value in self.last_metrics.items():
+            name = LOG_NAMES.get(key, key)
+            self.log(f"{prefix}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name in PROG_BAR)
+        metric.reset()
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Logits plus the batch's decoding fields, for ``decoding.py``."""
+        start, end = self(batch)
+        return {"start_logits": start, "end_logits": end, **{k: batch[k] for k in EVAL_KEYS if k in batch}}
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the backbone's config: ``load_from_checkpoint`` then needs no hub or model files."""
+        checkpoint.setdefault("hyper_parameters", {})["hf_config"] = self.model.config.to_dict()
+
+    def save_hf_model(self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+        """Write the backbone (safetensors) and ``tokenizer`` loadable by ``from_pretrained``."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        return directory

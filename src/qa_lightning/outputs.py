@@ -1,0 +1,39 @@
+"""The files a run leaves behind: metrics, predictions and no-answer odds, written atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from qa_lightning.utils.io import atomic_write_json
+
+
+def eval_file_names(split: str) -> dict[str, str]:
+    """``metrics.json`` / ``predictions.json`` / ``null_odds.json`` for validation, ``test_``-prefixed for test."""
+    prefix = "" if split == "validation" else f"{split}_"
+    return {name: f"{prefix}{name}.json" for name in ("metrics", "predictions", "null_odds")}
+
+
+def write_eval_outputs(
+    output_dir: str | Path,
+    split: str,
+    metrics: Mapping[str, float],
+    predictions: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+) -> dict[str, Path]:
+    """Write the official-format files of one evaluated split; returns what was written."""
+    output_dir = Path(output_dir)
+    names = eval_file_names(split)
+    written = {
+        "metrics": atomic_write_json(output_dir / names["metrics"], {k: _number(v) for k, v in metrics.items()}),
+        "predictions": atomic_write_json(output_dir / names["predictions"], dict(predictions)),
+    }
+    if na_probs:
+        written["null_odds"] = atomic_write_json(output_dir / names["null_odds"], dict(na_probs))
+    return written
+
+
+def _number(value: object) -> float | int:
+    if hasattr(value, "item"):
+        value = value.item()
+    return int(value) if isinstance(value, int) else float(value)
