@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from qa_lightning.errors import QALightningError
 from qa_lightning.outputs import write_eval_outputs
 from qa_lightning.paths import config_dir
 from qa_lightning.runtime import guard_multirun_job, log_hyperparameters
@@ -86,8 +87,18 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def check_required(cfg: DictConfig) -> None:
+    """Fail before any work when a required (``???``) value was not given."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise QALightningError(
+            f"missing required config values: {', '.join(missing)}; set them as overrides, e.g. {missing[0]}=..."
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """The whole job; returns the final metrics per evaluated split."""
+    check_required(cfg)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg)
     log_hyperparameters(trainer, cfg)

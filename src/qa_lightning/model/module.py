@@ -131,6 +131,7 @@ class QALightningModule(LightningModule):
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,
             )
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes
         if gradient_checkpointing:
             if self.model.supports_gradient_checkpointing:
                 self.model.gradient_checkpointing_enable()
