@@ -14,7 +14,6 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 from lightning import Trainer
-from tiny_backbones import FAMILIES, save_tiny_backbone
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -25,6 +24,7 @@ from qa_lightning.errors import OfflineError
 from qa_lightning.model.backbone import hub_reachable, load_qa_model, load_tokenizer
 from qa_lightning.model.module import QALightningModule, global_attention_mask, span_loss
 from qa_lightning.optim import build_optimizer, linear_warmup_decay, param_groups
+from tiny_backbones import FAMILIES, save_tiny_backbone
 
 BACKBONES = (*FAMILIES, "minilm")
 MAX_LENGTH, STRIDE = 48, 16
@@ -91,7 +91,9 @@ def backbones(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("backbones")
     records = make_records(unanswerable=True)
     texts = list(dict.fromkeys(r["context"] for r in records)) + [r["question"] for r in records]
-    dirs = {family: str(save_tiny_backbone(family, texts, root / family, 600)) for family in FAMILIES}
+    dirs = {
+        family: str(save_tiny_backbone(family, texts, root / family, 600)) for family in FAMILIES
+    }
     return {**dirs, "minilm": "minilm"}
 
 
@@ -126,7 +128,9 @@ def trainer(**kwargs) -> Trainer:
 def train_batch(pretrained: str, n: int = 6) -> dict[str, torch.Tensor]:
     tokenizer = load_tokenizer(pretrained)
     features = prepare_train_features(columns(make_records()[:n]), tokenizer, MAX_LENGTH, STRIDE)
-    rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
+    rows = [
+        dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)
+    ]
     return QACollator(tokenizer)(rows)
 
 
@@ -160,7 +164,7 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
         optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.01),
         scheduler=partial(linear_warmup_decay, warmup_ratio=0.5),
     )
-    fit_trainer = trainer(limit_train_batches=2, accumulate_grad_batches=1)
+    fit_trainer = trainer(limit_train_batches=4, accumulate_grad_batches=2)
     fit_trainer.fit(module, datamodule=dm)
 
     logged = fit_trainer.callback_metrics
@@ -169,7 +173,7 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
     assert 0.0 <= logged["val/exact_match"] <= logged["val/f1"] <= 100.0
     assert set(module.last_metrics) >= {"exact_match", "f1"}
     assert set(module.last_predictions) == set(dm.examples("validation")["id"])
-    # total steps came from the trainer: the linear decay reached 0 after the last step
+    # total steps (2: 4 batches, accumulating 2) came from the trainer: decayed to 0 after the last
     assert fit_trainer.optimizers[0].param_groups[0]["lr"] == 0.0
     assert fit_trainer.lr_scheduler_configs[0].interval == "step"
 
@@ -186,7 +190,9 @@ def test_version_2_scores_validation_and_test(backbones, data_files):
     assert set(module.last_na_probs) == set(module.last_predictions)
 
     eval_trainer.test(module, datamodule=dm)
-    assert {f"test/{key}" for key in ("loss", "exact_match", *v2_keys)} <= set(eval_trainer.callback_metrics)
+    assert {f"test/{key}" for key in ("loss", "exact_match", *v2_keys)} <= set(
+        eval_trainer.callback_metrics
+    )
     assert "exact" in module.last_metrics  # official names kept for callbacks
 
 
@@ -212,7 +218,9 @@ def test_global_attention_on_question_tokens_either_padding_side():
     assert mask.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]]
 
     context_first = torch.tensor([[PAD, 0, 7, 8, 9, SEP, SEP, 5, 6, SEP]])
-    mask = global_attention_mask(context_first, (context_first != PAD).long(), SEP, question_first=False)
+    mask = global_attention_mask(
+        context_first, (context_first != PAD).long(), SEP, question_first=False
+    )
     assert mask.tolist() == [[0, 1, 0, 0, 0, 0, 0, 1, 1, 0]]
 
 
@@ -221,10 +229,16 @@ def test_global_attention_matches_longformer_features(backbones, padding_side):
     tokenizer = load_tokenizer(backbones["longformer"], padding_side=padding_side)
     records = make_records()[:4]
     features = prepare_train_features(columns(records), tokenizer, MAX_LENGTH, STRIDE)
-    rows = [{"input_ids": ids, "attention_mask": am} for ids, am in zip(features["input_ids"], features["attention_mask"], strict=True)]
+    rows = [
+        {"input_ids": ids, "attention_mask": am}
+        for ids, am in zip(features["input_ids"], features["attention_mask"], strict=True)
+    ]
     batch = QACollator(tokenizer)(rows)
     mask = global_attention_mask(
-        batch["input_ids"], batch["attention_mask"], tokenizer.sep_token_id, context_comes_second(tokenizer)
+        batch["input_ids"],
+        batch["attention_mask"],
+        tokenizer.sep_token_id,
+        context_comes_second(tokenizer),
     ).bool()
     questions = {r["question"] for r in records}
     for ids, row_mask in zip(batch["input_ids"], mask, strict=True):
@@ -242,8 +256,12 @@ def test_param_groups_exclude_bias_and_norms(backbones, family):
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     decay_names = {names[id(p)] for p in decay["params"]}
-    assert no_decay_names.isdisjoint(decay_names) and no_decay_names | decay_names == set(names.values())
-    assert any("LayerNorm" in n for n in no_decay_names) and any(n.endswith("bias") for n in no_decay_names)
+    assert no_decay_names.isdisjoint(decay_names) and no_decay_names | decay_names == set(
+        names.values()
+    )
+    assert any("LayerNorm" in n for n in no_decay_names) and any(
+        n.endswith("bias") for n in no_decay_names
+    )
     for name in decay_names:  # matrices only: embeddings, projections
         assert model.get_parameter(name).ndim == 2 and "norm" not in name.lower(), name
 
@@ -264,7 +282,9 @@ def test_linear_warmup_then_decay_to_zero_at_last_step():
 
 # ------------------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize("family", FAMILIES)
-def test_checkpoint_loads_offline_without_the_model_directory(backbones, tmp_path, monkeypatch, family):
+def test_checkpoint_loads_offline_without_the_model_directory(
+    backbones, tmp_path, monkeypatch, family
+):
     source = tmp_path / "backbone"
     shutil.copytree(backbones[family], source)
     module = hydra.utils.instantiate(
@@ -272,8 +292,17 @@ def test_checkpoint_loads_offline_without_the_model_directory(backbones, tmp_pat
             "_target_": "qa_lightning.model.module.QALightningModule",
             "pretrained": str(source),
             "config_overrides": {"hidden_dropout_prob": 0.0},
-            "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "fused": None},
-            "scheduler": {"_target_": "qa_lightning.optim.linear_warmup_decay", "_partial_": True, "warmup_ratio": 0.1},
+            "optimizer": {
+                "_target_": "torch.optim.AdamW",
+                "_partial_": True,
+                "lr": 1e-3,
+                "fused": None,
+            },
+            "scheduler": {
+                "_target_": "qa_lightning.optim.linear_warmup_decay",
+                "_partial_": True,
+                "warmup_ratio": 0.1,
+            },
         }
     )
     batch = train_batch(str(source), n=3)
@@ -286,12 +315,27 @@ def test_checkpoint_loads_offline_without_the_model_directory(backbones, tmp_pat
     shutil.rmtree(source)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = QALightningModule.load_from_checkpoint(checkpoint)  # torch.load(weights_only=True)
-    assert loaded.hparams.optimizer == {"_target_": "torch.optim.adamw.AdamW", "lr": 1e-3, "fused": None}
+    assert loaded.hparams.optimizer == {
+        "_target_": "torch.optim.adamw.AdamW",
+        "lr": 1e-3,
+        "fused": None,
+    }
     assert loaded.model.config.hidden_dropout_prob == 0.0
     module.eval(), loaded.eval()
     with torch.no_grad():
         for expected, actual in zip(module(batch), loaded(batch), strict=True):
             torch.testing.assert_close(actual, expected)
+
+
+def test_gradient_checkpointing_and_compile(backbones):
+    compiled = QALightningModule(backbones["bert"], compile=True)
+    assert not any("_orig_mod" in key for key in compiled.state_dict())  # checkpoints stay portable
+    for family in ("bert", "longformer"):
+        module = QALightningModule(backbones[family], gradient_checkpointing=True)
+        assert module.model.is_gradient_checkpointing
+        batch = train_batch(backbones[family], n=2)
+        span_loss(*module(batch), batch["start_positions"], batch["end_positions"]).backward()
+        assert module.model.qa_outputs.weight.grad is not None
 
 
 def test_save_hf_model_reloads(backbones, tmp_path):
@@ -302,7 +346,9 @@ def test_save_hf_model_reloads(backbones, tmp_path):
     reloaded = load_qa_model(out).eval()
     batch = train_batch(str(out), n=2)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(**module.model_inputs(batch)).start_logits, module(batch)[0])
+        torch.testing.assert_close(
+            reloaded(**module.model_inputs(batch)).start_logits, module(batch)[0]
+        )
 
 
 # ------------------------------------------------------------------------- backbone loading
@@ -316,7 +362,10 @@ def test_minilm_gets_a_fresh_qa_head_logged_once(caplog):
 
 
 def test_sdpa_where_supported_else_default(backbones, caplog):
-    assert load_qa_model(backbones["bert"], attn_implementation="sdpa").config._attn_implementation == "sdpa"
+    assert (
+        load_qa_model(backbones["bert"], attn_implementation="sdpa").config._attn_implementation
+        == "sdpa"
+    )
     with caplog.at_level(logging.WARNING, logger="qa_lightning.model.backbone"):
         model = load_qa_model(backbones["longformer"], attn_implementation="sdpa")
     assert model.config._attn_implementation == "eager"
@@ -326,8 +375,14 @@ def test_sdpa_where_supported_else_default(backbones, caplog):
 def test_random_init_from_config_dict():
     model = load_qa_model(
         None,
-        config={"model_type": "bert", "vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1,
-                "num_attention_heads": 2, "intermediate_size": 32},
+        config={
+            "model_type": "bert",
+            "vocab_size": 99,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+        },
     )
     assert model.config.hidden_size == 16
 
@@ -341,7 +396,12 @@ def _assert_offline_error(err: OfflineError, reason: str) -> None:
 def test_offline_flag_fails_fast_with_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
-    for load in (load_qa_model, load_tokenizer, partial(load_qa_model, random_init=True), QALightningModule):
+    for load in (
+        load_qa_model,
+        load_tokenizer,
+        partial(load_qa_model, random_init=True),
+        QALightningModule,
+    ):
         with pytest.raises(OfflineError) as info:
             load("bert-base-uncased")
         _assert_offline_error(info.value, "HF_HUB_OFFLINE")

@@ -109,7 +109,11 @@ def linear_warmup_decay(
         raise ValueError("Give warmup_steps or warmup_ratio, not both.")
     if num_training_steps <= 0:
         raise ValueError(f"num_training_steps must be positive, got {num_training_steps}")
-    warmup = warmup_steps if warmup_steps is not None else round((warmup_ratio or 0.0) * num_training_steps)
+    warmup = (
+        warmup_steps
+        if warmup_steps is not None
+        else round((warmup_ratio or 0.0) * num_training_steps)
+    )
     warmup = min(max(int(warmup), 0), num_training_steps)
 
     def multiplier(step: int) -> float:

@@ -99,7 +99,9 @@ def _from_hub_or_cache(name: str, load: Callable[..., T], **kwargs: Any) -> T:
 
 def load_tokenizer(pretrained: str | os.PathLike[str], **kwargs: Any) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` for a hub name, a local directory or ``"minilm"``."""
-    return _from_hub_or_cache(resolve_pretrained(pretrained), AutoTokenizer.from_pretrained, **kwargs)
+    return _from_hub_or_cache(
+        resolve_pretrained(pretrained), AutoTokenizer.from_pretrained, **kwargs
+    )
 
 
 def load_config(

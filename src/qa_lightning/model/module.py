@@ -136,7 +136,9 @@ class QALightningModule(LightningModule):
             if self.model.supports_gradient_checkpointing:
                 self.model.gradient_checkpointing_enable()
             else:
-                log.warning("%s does not support gradient checkpointing.", type(self.model).__name__)
+                log.warning(
+                    "%s does not support gradient checkpointing.", type(self.model).__name__
+                )
         if compile:
             self.model.compile()  # in place: state_dict keys stay those of the uncompiled model
 
@@ -146,7 +148,9 @@ class QALightningModule(LightningModule):
             "token_type_ids" in accepted and (getattr(config, "type_vocab_size", 0) or 0) > 1
         )
         self._use_global_attention = "global_attention_mask" in accepted
-        self._sep_token_id = getattr(config, "sep_token_id", None) or getattr(config, "eos_token_id", None)
+        self._sep_token_id = getattr(config, "sep_token_id", None) or getattr(
+            config, "eos_token_id", None
+        )
         if self._use_global_attention and self._sep_token_id is None:
             raise ValueError(f"{type(self.model).__name__} needs sep_token_id in its config.")
 
@@ -182,7 +186,15 @@ class QALightningModule(LightningModule):
         start, end = self(batch)
         loss = self._loss(batch, start, end)
         size = batch["input_ids"].size(0)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=size,
+        )
         self.log_dict(
             {
                 "train/start_acc": position_accuracy(start, batch["start_positions"]),
@@ -203,7 +215,10 @@ class QALightningModule(LightningModule):
         if not math.isfinite(total):
             raise ValueError("The scheduler needs a finite number of steps: set trainer.max_steps.")
         scheduler = from_spec(self.hparams.scheduler)(optimizer, num_training_steps=int(total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ------------------------------------------------------------- evaluation
     def setup(self, stage: str) -> None:
@@ -231,7 +246,9 @@ class QALightningModule(LightningModule):
             null_score_diff_threshold=self.hparams.null_score_diff_threshold,
         )
         metric.set_examples(
-            examples["id"], examples["context"], [answers["text"] for answers in examples["answers"]]
+            examples["id"],
+            examples["context"],
+            [answers["text"] for answers in examples["answers"]],
         )
         self.metrics[prefix] = metric.to(self.device)
 
@@ -239,7 +256,9 @@ class QALightningModule(LightningModule):
         start, end = self(batch)
         if "start_positions" in batch:
             loss = self._loss(batch, start, end)
-            self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0))
+            self.log(
+                f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0)
+            )
         if prefix not in self.metrics:
             raise RuntimeError(
                 f"No {prefix} examples to score: use a datamodule with examples() or call "
@@ -255,7 +274,9 @@ class QALightningModule(LightningModule):
         self.last_na_probs = dict(metric.na_probs)
         for key, value in self.last_metrics.items():
             name = LOG_NAMES.get(key, key)
-            self.log(f"{prefix}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name in PROG_BAR)
+            self.log(
+                f"{prefix}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name in PROG_BAR
+            )
         metric.reset()
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -273,14 +294,20 @@ class QALightningModule(LightningModule):
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Logits plus the batch's decoding fields, for ``decoding.py``."""
         start, end = self(batch)
-        return {"start_logits": start, "end_logits": end, **{k: batch[k] for k in EVAL_KEYS if k in batch}}
+        return {
+            "start_logits": start,
+            "end_logits": end,
+            **{k: batch[k] for k in EVAL_KEYS if k in batch},
+        }
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the backbone's config: ``load_from_checkpoint`` then needs no hub or model files."""
         checkpoint.setdefault("hyper_parameters", {})["hf_config"] = self.model.config.to_dict()
 
-    def save_hf_model(self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    def save_hf_model(
+        self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
+    ) -> Path:
         """Write the backbone (safetensors) and ``tokenizer`` loadable by ``from_pretrained``."""
         directory = Path(directory)
         self.model.save_pretrained(directory)

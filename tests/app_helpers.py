@@ -1,0 +1,62 @@
+"""Helpers for end-to-end tests of the Hydra application: configs, small data files, tiny models."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from qa_lightning.paths import config_dir
+
+
+def compose_run_cfg(overrides: list[str], output_dir: Path, name: str = "train") -> DictConfig:
+    """A composed config whose ``${hydra:...}`` interpolations resolve to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def slice_squad(source: Path, target: Path, start: int, count: int) -> Path:
+    """Questions ``start``..``start+count`` of an official-layout file, written in the same layout."""
+    data = json.loads(gzip.open(source, "rt", encoding="utf-8").read())
+    index, articles = 0, []
+    for article in data["data"]:
+        paragraphs = []
+        for para in article["paragraphs"]:
+            qas = []
+            for qa in para["qas"]:
+                if start <= index < start + count:
+                    qas.append(qa)
+                index += 1
+            if qas:
+                paragraphs.append({"context": para["context"], "qas": qas})
+        if paragraphs:
+            articles.append({"title": article["title"], "paragraphs": paragraphs})
+    target.write_text(json.dumps({"version": data["version"], "data": articles}), encoding="utf-8")
+    return target
+
+
+def texts_of(path: Path, limit: int = 400) -> list[str]:
+    """Contexts and questions of an official-layout file, to train tiny tokenizers on."""
+    data = json.loads(gzip.open(path, "rt", encoding="utf-8").read())
+    texts = []
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            texts.append(para["context"])
+            texts.extend(qa["question"] for qa in para["qas"])
+            if len(texts) >= limit:
+                return texts
+    return texts
