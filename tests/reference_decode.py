@@ -61,8 +61,19 @@ def _feature_spans(
     return spans
 
 
-def _nbest_entries(predictions: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
-    """The n-best list with texts and softmax probabilities over its scores."""
+def _nbest_list(
+    spans: list[dict[str, Any]],
+    null_score: np.float32,
+    context: str,
+    version_2_with_negative: bool,
+    n_best_size: int,
+) -> list[dict[str, Any]]:
+    """The best spans (and the null answer for v2.0), with softmax probabilities over them."""
+    null_prediction = {"offsets": (0, 0), "score": null_score}
+    candidates = [*spans, null_prediction] if version_2_with_negative else spans
+    predictions = sorted(candidates, key=lambda p: p["score"], reverse=True)[:n_best_size]
+    if version_2_with_negative and not any(p is null_prediction for p in predictions):
+        predictions.append(null_prediction)
     if not predictions:
         return []
     scores = np.array([p["score"] for p in predictions])
@@ -91,8 +102,9 @@ def postprocess_qa_predictions(
     n_best_size: int = 20,
     max_answer_length: int = 30,
     null_score_diff_threshold: float = 0.0,
+    with_nbest: bool = True,
 ) -> tuple[dict[str, str], dict[str, float], dict[str, list[dict[str, Any]]]]:
-    """Predictions, v2.0 score diffs (``{}`` for v1.1) and n-best lists per question id.
+    """Predictions, v2.0 score diffs (``{}`` for v1.1) and n-best lists (``{}`` unless asked).
 
     ``features[i]`` has ``example_index``, ``offset_mapping`` and ``cls_index``; its float32
     logits are ``all_start_logits[i]`` / ``all_end_logits[i]`` (may be longer than its offsets).
@@ -122,17 +134,13 @@ def postprocess_qa_predictions(
                 n_best_size,
                 max_answer_length,
             )
-        best_span = max(prelim_predictions, key=lambda p: p["score"], default=None)
-        null_prediction = {"offsets": (0, 0), "score": min_null_score}
-        if version_2_with_negative:
-            prelim_predictions.append(null_prediction)
-        predictions = sorted(prelim_predictions, key=lambda p: p["score"], reverse=True)
-        predictions = predictions[:n_best_size]
-        if version_2_with_negative and not any(p is null_prediction for p in predictions):
-            predictions.append(null_prediction)
-
         context = contexts[example_index]
-        all_nbest[qid] = _nbest_entries(predictions, context)
+        if with_nbest:
+            all_nbest[qid] = _nbest_list(
+                prelim_predictions, min_null_score, context, version_2_with_negative, n_best_size
+            )
+
+        best_span = max(prelim_predictions, key=lambda p: p["score"], default=None)
 
         best_text = context[best_span["offsets"][0] : best_span["offsets"][1]] if best_span else ""
         if not version_2_with_negative:

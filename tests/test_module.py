@@ -314,7 +314,7 @@ def test_checkpoint_loads_offline_without_the_model_directory(
 
     shutil.rmtree(source)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = QALightningModule.load_from_checkpoint(checkpoint)  # torch.load(weights_only=True)
+    loaded = QALightningModule.load_from_checkpoint(checkpoint, weights_only=True)
     assert loaded.hparams.optimizer == {
         "_target_": "torch.optim.adamw.AdamW",
         "lr": 1e-3,
@@ -332,7 +332,7 @@ def test_gradient_checkpointing_and_compile(backbones):
     assert not any("_orig_mod" in key for key in compiled.state_dict())  # checkpoints stay portable
     for family in ("bert", "longformer"):
         module = QALightningModule(backbones[family], gradient_checkpointing=True)
-        assert module.model.is_gradient_checkpointing
+        assert any(getattr(m, "gradient_checkpointing", False) for m in module.model.modules())
         batch = train_batch(backbones[family], n=2)
         span_loss(*module(batch), batch["start_positions"], batch["end_positions"]).backward()
         assert module.model.qa_outputs.weight.grad is not None

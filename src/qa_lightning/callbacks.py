@@ -35,14 +35,24 @@ class SampleAnswers(Callback):
             return
         examples = trainer.datamodule.examples("validation")
         rng = random.Random(self.seed)
-        rows = [examples[i] for i in sorted(rng.sample(range(len(examples)), min(self.num_samples, len(examples))))]
+        rows = [
+            examples[i]
+            for i in sorted(rng.sample(range(len(examples)), min(self.num_samples, len(examples))))
+        ]
         table = [
-            (ex["id"], ex["question"], predictions.get(ex["id"], ""), " | ".join(ex["answers"]["text"]) or "<no answer>")
+            (
+                ex["id"],
+                ex["question"],
+                predictions.get(ex["id"], ""),
+                " | ".join(ex["answers"]["text"]) or "<no answer>",
+            )
             for ex in rows
         ]
         lines = [f"Sample answers after epoch {trainer.current_epoch}:"]
         for qid, question, predicted, gold in table:
-            lines.append(f"  [{qid}] Q: {question}\n      predicted: {predicted or '<no answer>'!s}\n      gold: {gold}")
+            lines.append(
+                f"  [{qid}] Q: {question}\n      predicted: {predicted or '<no answer>'!s}\n      gold: {gold}"
+            )
         log.info("\n".join(lines))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -23,14 +23,20 @@ def load_module(path: str | Path, **overrides: object) -> QALightningModule:
     if is_hf_model_dir(path):
         return QALightningModule(pretrained=str(path), **overrides)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: neither a checkpoint file nor a model directory with config.json")
-    return QALightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
+        raise FileNotFoundError(
+            f"{path}: neither a checkpoint file nor a model directory with config.json"
+        )
+    return QALightningModule.load_from_checkpoint(
+        path, map_location="cpu", weights_only=True, **overrides
+    )
 
 
 def tokenizer_for(path: str | Path, module: QALightningModule) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a model: the directory itself, the run's ``hf_model/``, or the pretrained name."""
     path = Path(path)
-    candidates = [path] if path.is_dir() else [path.parent.parent / "hf_model", path.parent / "hf_model"]
+    candidates = (
+        [path] if path.is_dir() else [path.parent.parent / "hf_model", path.parent / "hf_model"]
+    )
     for candidate in candidates:
         if (candidate / "tokenizer_config.json").is_file():
             return load_tokenizer(str(candidate))

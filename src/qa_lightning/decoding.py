@@ -91,23 +91,14 @@ def _pad_columns(x: Tensor, width: int, value: float) -> Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
 
-def feature_candidates(
-    start_logits: Tensor,
-    end_logits: Tensor,
-    offsets: Tensor,
-    cls_index: Tensor,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-) -> SpanCandidates:
-    """The best ``n_best_size`` valid spans of each feature (``K = n_best_size`` columns).
+Spans = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+"""``scores, start_char, end_char, start_logit, end_logit``, each ``[B, num_spans]``."""
 
-    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
-    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
-    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
-    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
-    """
-    start_logits, end_logits = start_logits.float(), end_logits.float()
-    k = min(n_best_size, start_logits.shape[1])
+
+def _top_spans(
+    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, num_spans: int, max_len: int
+) -> Spans:
+    """The ``num_spans`` best valid spans among the top ``k`` starts x top ``k`` ends."""
     starts, ends = _top_positions(start_logits, k), _top_positions(end_logits, k)
     token_start = offsets[..., 0]
     start_char = token_start.gather(1, starts)
@@ -117,30 +108,113 @@ def feature_candidates(
         (start_char >= 0)[:, :, None]
         & (token_start.gather(1, ends) >= 0)[:, None, :]
         & (length >= 0)
-        & (length < max_answer_length)
+        & (length < max_len)
         & (start_char[:, :, None] < end_char[:, None, :])
     )
     start_logit, end_logit = start_logits.gather(1, starts), end_logits.gather(1, ends)
     pair_scores = start_logit[:, :, None] + end_logit[:, None, :]
     pair_scores = pair_scores.masked_fill_(~valid, NEG_INF).flatten(1)
-    best = _top_positions(pair_scores, min(n_best_size, k * k))
+    best = _top_positions(pair_scores, min(num_spans, k * k))
     rank_start, rank_end = best.div(k, rounding_mode="floor"), best.remainder(k)
     scores = pair_scores.gather(1, best)
     empty = scores == NEG_INF
+    return (
+        _pad_columns(scores, num_spans, NEG_INF),
+        _pad_columns(start_char.gather(1, rank_start).masked_fill_(empty, -1), num_spans, -1),
+        _pad_columns(end_char.gather(1, rank_end).masked_fill_(empty, -1), num_spans, -1),
+        _pad_columns(start_logit.gather(1, rank_start), num_spans, NEG_INF),
+        _pad_columns(end_logit.gather(1, rank_end), num_spans, NEG_INF),
+    )
+
+
+def _window_max(padded: Tensor, width: int) -> Tensor:
+    """``out[:, i] = padded[:, i : i + width].max()`` for every full window (doubling steps)."""
+    out, span = padded, 1
+    while span * 2 <= width:
+        out = torch.maximum(out[:, :-span], out[:, span:])
+        span *= 2
+    if span < width:
+        out = torch.maximum(out[:, : out.shape[1] - (width - span)], out[:, width - span :])
+    return out
+
+
+def _count_at_least(values: Tensor, threshold: Tensor) -> Tensor:
+    """``(values >= threshold[:, None]).sum(1)``, in float ops (faster than bool sums on CPU)."""
+    return (values - threshold[:, None]).sign_().add_(1).clamp_(max=1).sum(1)
+
+
+def _best_span(
+    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
+) -> Spans:
+    """The best candidate span of each feature, without ranking every start x end pair.
+
+    Finds the best valid span over ALL starts and ends (a sliding-window maximum of the end
+    logits). When its start and end are surely within the top ``k`` and no other start reaches
+    its score, it is also the best candidate, with the same tie-breaking (``argmax`` takes the
+    first of equal ends, as a stable sort ranks them). The few other rows go to :func:`_top_spans`.
+    """
+    batch = start_logits.shape[0]
+    bias = torch.zeros_like(start_logits).masked_fill_(offsets[..., 0] < 0, NEG_INF)
+    starts = start_logits + bias
+    ends = torch.nn.functional.pad(end_logits + bias, (0, max_len - 1), value=NEG_INF)
+    totals = starts + _window_max(ends, max_len)
+    score, start = totals.max(1)
+    totals[torch.arange(batch, device=start.device), start] = NEG_INF
+    runner_up = totals.amax(1)
+    window = ends.gather(1, start[:, None] + torch.arange(max_len, device=start.device))
+    end = (start + window.argmax(1)).clamp_(max=start_logits.shape[1] - 1)
+    start, end = start[:, None], end[:, None]
+    start_logit, end_logit = start_logits.gather(1, start), end_logits.gather(1, end)
+    start_char, end_char = offsets[..., 0].gather(1, start), offsets[..., 1].gather(1, end)
+    found = (score > NEG_INF)[:, None]
+    exact = ~found | (
+        (runner_up[:, None] < score[:, None])
+        & (start_char < end_char)
+        & (_count_at_least(start_logits, start_logit[:, 0]) <= k)[:, None]
+        & (_count_at_least(end_logits, end_logit[:, 0]) <= k)[:, None]
+    )
+    spans = [
+        score[:, None].masked_fill(~found, NEG_INF),
+        start_char.masked_fill(~found, -1),
+        end_char.masked_fill(~found, -1),
+        start_logit.masked_fill(~found, NEG_INF),
+        end_logit.masked_fill(~found, NEG_INF),
+    ]
+    if not exact.all():
+        rows = (~exact).nonzero()[:, 0]
+        redone = _top_spans(start_logits[rows], end_logits[rows], offsets[rows], k, 1, max_len)
+        for field, value in zip(spans, redone, strict=True):
+            field[rows] = value
+    return tuple(spans)
+
+
+def feature_candidates(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    offsets: Tensor,
+    cls_index: Tensor,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    num_spans: int | None = None,
+) -> SpanCandidates:
+    """The best ``num_spans`` (default ``n_best_size``) valid spans of each feature, best first.
+
+    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
+    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
+    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
+    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
+    ``num_spans=1`` (all that answers and EM/F1 need) takes a much faster path.
+    """
+    start_logits, end_logits = start_logits.float(), end_logits.float()
+    k = min(n_best_size, start_logits.shape[1])
+    num_spans = n_best_size if num_spans is None else num_spans
+    if num_spans == 1:
+        spans = _best_span(start_logits, end_logits, offsets, k, max_answer_length)
+    else:
+        spans = _top_spans(start_logits, end_logits, offsets, k, num_spans, max_answer_length)
     cls = cls_index.long()[:, None]
     null_score = (start_logits.gather(1, cls) + end_logits.gather(1, cls)).squeeze(1)
-    return SpanCandidates(
-        scores=_pad_columns(scores, n_best_size, NEG_INF),
-        start_char=_pad_columns(
-            start_char.gather(1, rank_start).masked_fill_(empty, -1), n_best_size, -1
-        ),
-        end_char=_pad_columns(
-            end_char.gather(1, rank_end).masked_fill_(empty, -1), n_best_size, -1
-        ),
-        start_logit=_pad_columns(start_logit.gather(1, rank_start), n_best_size, NEG_INF),
-        end_logit=_pad_columns(end_logit.gather(1, rank_end), n_best_size, NEG_INF),
-        null_score=null_score,
-    )
+    return SpanCandidates(*spans, null_score=null_score)
 
 
 def _unique_features(example_index: Tensor, feature_index: Tensor) -> Tensor:
@@ -298,13 +372,17 @@ def decode(
 class StreamingDecoder:
     """Accumulates per-feature candidates batch by batch (never the logits); decodes at the end.
 
+    Keeps one span per feature, or ``n_best_size`` when ``with_nbest`` asks for n-best lists.
     Pass ``feature_index`` with every batch or with none (features are then numbered in the
     order they arrive).
     """
 
-    def __init__(self, n_best_size: int = 20, max_answer_length: int = 30) -> None:
+    def __init__(
+        self, n_best_size: int = 20, max_answer_length: int = 30, with_nbest: bool = False
+    ) -> None:
         self.n_best_size = n_best_size
         self.max_answer_length = max_answer_length
+        self.with_nbest = with_nbest
         self._candidates: list[SpanCandidates] = []
         self._example_index: list[Tensor] = []
         self._feature_index: list[Tensor] = []
@@ -322,12 +400,13 @@ class StreamingDecoder:
         """Keep the candidates of one batch of features."""
         with torch.no_grad():
             candidates = feature_candidates(
-                start_logits.detach(),
-                end_logits.detach(),
+                start_logits,
+                end_logits,
                 offsets,
                 cls_index,
                 self.n_best_size,
                 self.max_answer_length,
+                num_spans=self.n_best_size if self.with_nbest else 1,
             )
         batch = len(example_index)
         if feature_index is None:
@@ -346,11 +425,12 @@ class StreamingDecoder:
         *,
         version_2: bool = False,
         null_score_diff_threshold: float = 0.0,
-        with_nbest: bool = False,
     ) -> DecodedPredictions:
         """Decode every question seen so far; ``ids``/``contexts`` are indexed by example_index."""
         if not self._candidates:
-            return DecodedPredictions({}, {} if version_2 else None, {} if with_nbest else None)
+            return DecodedPredictions(
+                {}, {} if version_2 else None, {} if self.with_nbest else None
+            )
         return decode(
             SpanCandidates.cat(self._candidates),
             torch.cat(self._example_index),
@@ -359,5 +439,5 @@ class StreamingDecoder:
             contexts,
             version_2=version_2,
             null_score_diff_threshold=null_score_diff_threshold,
-            with_nbest=with_nbest,
+            with_nbest=self.with_nbest,
         )

@@ -27,7 +27,9 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     if not cfg.get("evaluate_test", True):
         datamodule.hub_splits["test"] = datamodule.files["test"] = None
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_list(cfg.get("logger"), "logger") or False)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=instantiate_list(cfg.get("logger"), "logger") or False
+    )
     results = evaluate_splits(trainer, module, datamodule, None, Path(cfg.paths.output_dir))
     for split, metrics in results.items():
         log.info("%s: %s", split, metrics)

@@ -45,7 +45,9 @@ class QuestionAnswerer:
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> QuestionAnswerer:
         """From an ``hf_model/`` directory, a Lightning ``.ckpt``, or a hub name."""
-        module = load_module(path) if Path(path).exists() else QALightningModule(pretrained=str(path))
+        module = (
+            load_module(path) if Path(path).exists() else QALightningModule(pretrained=str(path))
+        )
         tokenizer = tokenizer_for(path, module) if Path(path).exists() else None
         if tokenizer is None:
             from qa_lightning.model.backbone import load_tokenizer
@@ -53,7 +55,9 @@ class QuestionAnswerer:
             tokenizer = load_tokenizer(str(path))
         return cls(module, tokenizer, **kwargs)
 
-    def answer(self, question: str, context: str, top_k: int = 1, **options: Any) -> list[dict[str, Any]]:
+    def answer(
+        self, question: str, context: str, top_k: int = 1, **options: Any
+    ) -> list[dict[str, Any]]:
         """The ``top_k`` best answers to one question (see ``__call__`` for the options)."""
         return self([question], [context], top_k=top_k, **options)[0]
 
@@ -89,7 +93,9 @@ class QuestionAnswerer:
         order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
         keys = [k for k in features if k not in ("start_positions", "end_positions")]
         for start in range(0, len(order), self.batch_size):
-            rows = [{k: features[k][i] for k in keys} for i in order[start : start + self.batch_size]]
+            rows = [
+                {k: features[k][i] for k in keys} for i in order[start : start + self.batch_size]
+            ]
             batch = {k: v.to(self.device) for k, v in self.collate(rows).items()}
             start_logits, end_logits = self.module(batch)
             decoder.update(
@@ -101,13 +107,20 @@ class QuestionAnswerer:
                 torch.as_tensor(order[start : start + self.batch_size], device=self.device),
             )
         ids = [str(i) for i in range(len(questions))]
-        decoded = decoder.decode(ids, list(contexts), version_2=handle_impossible_answer, with_nbest=True)
+        decoded = decoder.decode(
+            ids, list(contexts), version_2=handle_impossible_answer, with_nbest=True
+        )
         return [_top(decoded.nbest.get(qid, []), top_k) for qid in ids]
 
 
 def _top(nbest: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
     return [
-        {"answer": e["text"], "score": float(e["probability"]), "start": int(e["start"]), "end": int(e["end"])}
+        {
+            "answer": e["text"],
+            "score": float(e["probability"]),
+            "start": int(e["start"]),
+            "end": int(e["end"]),
+        }
         for e in nbest[:top_k]
     ]
 
@@ -118,18 +131,24 @@ def _validate(questions: Sequence[str], contexts: Sequence[str]) -> None:
     for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
         for field, value in (("question", question), ("context", context)):
             if not isinstance(value, str) or not value.strip():
-                raise DataFormatError(f"must be a non-empty string, got {value!r:.40}", qid=str(i), field=field)
+                raise DataFormatError(
+                    f"must be a non-empty string, got {value!r:.40}", qid=str(i), field=field
+                )
 
 
 _DEFAULT: dict[str, QuestionAnswerer] = {}
 
 
-def answer_question(question: str, context: str, model_path: str | Path | None = None, **options: Any) -> str:
+def answer_question(
+    question: str, context: str, model_path: str | Path | None = None, **options: Any
+) -> str:
     """The best answer's text (``""`` for no answer): the classic tutorials' one-liner."""
     key = str(model_path)
     if key not in _DEFAULT:
         if model_path is None:
-            raise ValueError("answer_question needs model_path: an hf_model/ directory or a checkpoint")
+            raise ValueError(
+                "answer_question needs model_path: an hf_model/ directory or a checkpoint"
+            )
         _DEFAULT[key] = QuestionAnswerer.from_pretrained(model_path)
     answers = _DEFAULT[key].answer(question, context, top_k=1, **options)
     return answers[0]["answer"] if answers else ""

@@ -25,7 +25,9 @@ def write_eval_outputs(
     output_dir = Path(output_dir)
     names = eval_file_names(split)
     written = {
-        "metrics": atomic_write_json(output_dir / names["metrics"], {k: _number(v) for k, v in metrics.items()}),
+        "metrics": atomic_write_json(
+            output_dir / names["metrics"], {k: _number(v) for k, v in metrics.items()}
+        ),
         "predictions": atomic_write_json(output_dir / names["predictions"], dict(predictions)),
     }
     if na_probs:

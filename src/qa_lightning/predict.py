@@ -28,7 +28,9 @@ def run(cfg: DictConfig) -> dict[str, list[dict]]:
         raise QALightningError("give either question= and context=, or input_file=")
     if cfg.question is not None and cfg.context is None:
         raise QALightningError("question= needs context=")
-    qa = QuestionAnswerer.from_pretrained(cfg.model_path, device=cfg.device, batch_size=cfg.batch_size)
+    qa = QuestionAnswerer.from_pretrained(
+        cfg.model_path, device=cfg.device, batch_size=cfg.batch_size
+    )
     options = {
         "top_k": cfg.top_k,
         "handle_impossible_answer": cfg.handle_impossible_answer,
@@ -45,7 +47,10 @@ def run(cfg: DictConfig) -> dict[str, list[dict]]:
     answers = dict(zip(examples["id"], results, strict=True))
     output = Path(cfg.output_file or Path(cfg.paths.output_dir) / "nbest_predictions.json")
     atomic_write_json(output, answers)
-    atomic_write_json(output.with_name("predictions.json"), {k: v[0]["answer"] if v else "" for k, v in answers.items()})
+    atomic_write_json(
+        output.with_name("predictions.json"),
+        {k: v[0]["answer"] if v else "" for k, v in answers.items()},
+    )
     log.info("Answered %d questions -> %s", len(answers), output)
     return answers
 

@@ -82,19 +82,42 @@ class SweepSummary(HydraCallback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = []
-        for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        for job_dir in sorted(
+            (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+            key=lambda p: int(p.name),
+        ):
             overrides_file = job_dir / ".hydra" / "overrides.yaml"
-            overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+            overrides = (
+                OmegaConf.to_container(OmegaConf.load(overrides_file))
+                if overrides_file.exists()
+                else []
+            )
             failure = job_dir / FAILURE_FILE
             metrics = job_dir / "metrics.json"
             if failure.exists():
                 error = json.loads(failure.read_text())["error"]
-                jobs.append({"job": job_dir.name, "overrides": overrides, "status": "failed", "error": error})
+                jobs.append(
+                    {
+                        "job": job_dir.name,
+                        "overrides": overrides,
+                        "status": "failed",
+                        "error": error,
+                    }
+                )
             else:
                 figures = json.loads(metrics.read_text()) if metrics.exists() else None
-                jobs.append({"job": job_dir.name, "overrides": overrides, "status": "ok", "metrics": figures})
+                jobs.append(
+                    {
+                        "job": job_dir.name,
+                        "overrides": overrides,
+                        "status": "ok",
+                        "metrics": figures,
+                    }
+                )
         atomic_write_json(sweep_dir / "sweep_summary.json", jobs)
         failed = [j for j in jobs if j["status"] == "failed"]
         log.info("Sweep finished: %d jobs, %d failed", len(jobs), len(failed))
         for job in failed:
-            log.error("  job %s (%s) failed: %s", job["job"], " ".join(job["overrides"]), job["error"])
+            log.error(
+                "  job %s (%s) failed: %s", job["job"], " ".join(job["overrides"]), job["error"]
+            )

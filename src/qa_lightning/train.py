@@ -49,7 +49,9 @@ def apply_total_batch_size(cfg: DictConfig, trainer: L.Trainer, datamodule: Any)
             f"total_batch_size={total} is not divisible by devices x nodes x accumulate_grad_batches = {shards}"
         )
     datamodule.batch_size = total // shards
-    log.info("Per-device batch size %d (total %d over %d shards)", datamodule.batch_size, total, shards)
+    log.info(
+        "Per-device batch size %d (total %d over %d shards)", datamodule.batch_size, total, shards
+    )
 
 
 def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
@@ -75,7 +77,9 @@ def evaluate_splits(
         run(model, datamodule=datamodule, ckpt_path=ckpt_path)
         results[split] = dict(model.last_metrics)
         if trainer.is_global_zero:
-            write_eval_outputs(output_dir, split, model.last_metrics, model.last_predictions, model.last_na_probs)
+            write_eval_outputs(
+                output_dir, split, model.last_metrics, model.last_predictions, model.last_na_probs
+            )
         ckpt_path = None  # the weights are loaded now
     return results
 
@@ -105,7 +109,10 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         if trainer.interrupted:
-            log.warning("Training was interrupted; resume with ckpt_path=last and hydra.run.dir=%s", output_dir)
+            log.warning(
+                "Training was interrupted; resume with ckpt_path=last and hydra.run.dir=%s",
+                output_dir,
+            )
             return {}
     results: dict[str, dict[str, float]] = {}
     if cfg.get("evaluate", True) and not trainer.fast_dev_run:
@@ -115,7 +122,11 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if cfg.get("save_hf_model", True) and trainer.is_global_zero and not trainer.fast_dev_run:
         model.save_hf_model(output_dir / "hf_model", tokenizer=datamodule.tokenizer)
     for split, metrics in results.items():
-        log.info("%s: %s", split, OmegaConf.to_yaml(OmegaConf.create(metrics)).strip().replace("\n", ", "))
+        log.info(
+            "%s: %s",
+            split,
+            OmegaConf.to_yaml(OmegaConf.create(metrics)).strip().replace("\n", ", "),
+        )
     return results
 
 
@@ -125,7 +136,9 @@ def optimized_value(cfg: DictConfig, results: dict[str, dict[str, float]]) -> fl
     if not name or "validation" not in results:
         return None
     key = name.split("/", 1)[-1]
-    value = results["validation"].get(key, results["validation"].get("exact" if key == "exact_match" else key))
+    value = results["validation"].get(
+        key, results["validation"].get("exact" if key == "exact_match" else key)
+    )
     return float(value) if value is not None else math.nan
 
 

@@ -47,7 +47,9 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     h.update(type(tokenizer).__name__.encode())
     h.update(tokenizer.padding_side.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
+    h.update(
+        backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode()
+    )
     return h.hexdigest()
 
 
@@ -82,6 +84,8 @@ def cached_features(
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if not target.is_dir():  # another process may have won the race: that is fine
-            log.warning("Could not cache features in %s (%s); continuing without cache", target, err)
+            log.warning(
+                "Could not cache features in %s (%s); continuing without cache", target, err
+            )
             return features
     return datasets.load_from_disk(str(target))

@@ -70,7 +70,9 @@ class SquadDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if doc_stride >= max_length:
-            raise ValueError(f"doc_stride ({doc_stride}) must be smaller than max_length ({max_length})")
+            raise ValueError(
+                f"doc_stride ({doc_stride}) must be smaller than max_length ({max_length})"
+            )
         if carve_by not in ("example", "title"):
             raise ValueError(f"carve_by must be 'example' or 'title', got {carve_by!r}")
         self._tokenizer_arg = tokenizer
@@ -80,7 +82,11 @@ class SquadDataModule(LightningDataModule):
         self.carve = dict(carve) if carve else None
         self.carve_by = carve_by
         self.seed = seed
-        self.limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
+        self.limits = {
+            "train": max_train_examples,
+            "validation": max_eval_examples,
+            "test": max_eval_examples,
+        }
         self.max_length = max_length
         self.doc_stride = doc_stride
         self.batch_size = batch_size
@@ -128,7 +134,9 @@ class SquadDataModule(LightningDataModule):
         if self.carve:
             base = self._load_split("train")
             if base is None:
-                raise ValueError("carve needs a source: set dataset (with train_split) or train_file")
+                raise ValueError(
+                    "carve needs a source: set dataset (with train_split) or train_file"
+                )
             carved = split_examples(base, self.carve, seed=self.seed, by=self.carve_by)
             examples = {name: carved[name] for name in SPLITS if name in carved}
         else:
@@ -138,7 +146,9 @@ class SquadDataModule(LightningDataModule):
     def examples(self, split: str) -> datasets.Dataset:
         """The examples of ``split`` ("train", "validation", "test" or "predict")."""
         if split not in self._examples:
-            raise KeyError(f"no {split!r} examples: available {sorted(self._examples)} (call setup first)")
+            raise KeyError(
+                f"no {split!r} examples: available {sorted(self._examples)} (call setup first)"
+            )
         return self._examples[split]
 
     def has_split(self, split: str) -> bool:
@@ -167,9 +177,14 @@ class SquadDataModule(LightningDataModule):
         key = features_key(examples, self.tokenizer, **params)
 
         def build() -> datasets.Dataset:
-            fn = prepare_train_features if for_train else prepare_eval_features
+            fn = prepare_train_features if for_train else _eval_features_with_indices
             return examples.map(
-                partial(fn, tokenizer=self.tokenizer, max_length=self.max_length, doc_stride=self.doc_stride),
+                partial(
+                    fn,
+                    tokenizer=self.tokenizer,
+                    max_length=self.max_length,
+                    doc_stride=self.doc_stride,
+                ),
                 batched=True,
                 with_indices=not for_train,
                 remove_columns=examples.column_names,
@@ -192,9 +207,11 @@ class SquadDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self._examples or set(self._examples) == {"predict"}:
             self._examples.update(self._load_all_examples())
-        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}.get(
-            stage or "", tuple(self._examples)
-        )
+        wanted = {
+            "fit": ("train", "validation"),
+            "validate": ("validation",),
+            "test": ("test",),
+        }.get(stage or "", tuple(self._examples))
         for split in wanted:
             if split in self._examples and split not in self._features:
                 self._features[split] = self._tokenize(split, self._examples[split])
@@ -203,7 +220,9 @@ class SquadDataModule(LightningDataModule):
 
     def features(self, split: str) -> datasets.Dataset:
         if split not in self._features:
-            raise KeyError(f"no {split!r} features: available {sorted(self._features)} (call setup first)")
+            raise KeyError(
+                f"no {split!r} features: available {sorted(self._features)} (call setup first)"
+            )
         return self._features[split]
 
     # -------------------------------------------------------------- dataloaders
@@ -249,6 +268,11 @@ class SquadDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_dataloader("predict")
+
+
+def _eval_features_with_indices(examples: dict[str, list], indices: list[int], **kwargs: object) -> dict:
+    """``prepare_eval_features`` in the argument order of ``datasets.map(with_indices=True)``."""
+    return prepare_eval_features(examples, indices=indices, **kwargs)
 
 
 def _lengths(features: datasets.Dataset) -> np.ndarray:

@@ -23,7 +23,9 @@ def context_comes_second(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 def offsets_include_leading_space(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True for tokenizers (SentencePiece/DeBERTa-v3) whose offsets start at the space before a word."""
-    offsets = tokenizer("ab cd", add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = tokenizer("ab cd", add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
     return any(start == 2 for start, _ in offsets)
 
 
@@ -106,7 +108,9 @@ def _prepare(
         span = None
         if answers["answer_start"]:
             start_char = answers["answer_start"][0]
-            span = _answer_tokens(offsets, first, last, start_char, start_char + len(answers["text"][0]))
+            span = _answer_tokens(
+                offsets, first, last, start_char, start_char + len(answers["text"][0])
+            )
         starts.append(span[0] if span else cls_index)
         ends.append(span[1] if span else cls_index)
         if for_eval:

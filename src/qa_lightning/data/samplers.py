@@ -18,7 +18,9 @@ class LengthGroupedSampler(Sampler[int]):
     epoch order stays random. A new order every epoch (``set_epoch`` or each new iteration).
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
+    def __init__(
+        self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_factor: int = 50
+    ) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -39,7 +41,9 @@ class LengthGroupedSampler(Sampler[int]):
         for start in range(0, len(order), self.mega_batch_size):
             mega = order[start : start + self.mega_batch_size]
             mega = mega[np.argsort(-self.lengths[mega], kind="stable")]
-            batches.extend(mega[i : i + self.batch_size] for i in range(0, len(mega), self.batch_size))
+            batches.extend(
+                mega[i : i + self.batch_size] for i in range(0, len(mega), self.batch_size)
+            )
         for index in rng.permutation(len(batches)):
             yield from batches[index].tolist()
 
@@ -47,4 +51,3 @@ class LengthGroupedSampler(Sampler[int]):
 def sorted_by_length(features: datasets.Dataset, lengths: np.ndarray) -> datasets.Dataset:
     """The features ordered longest first (decoding keys on ``example_index``, so order is free)."""
     return features.select(np.argsort(-np.asarray(lengths), kind="stable"))
-

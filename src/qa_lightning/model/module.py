@@ -134,7 +134,9 @@ class QALightningModule(LightningModule):
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes
         if gradient_checkpointing:
             if self.model.supports_gradient_checkpointing:
-                self.model.gradient_checkpointing_enable()
+                # transformers 5 renamed gradient_checkpointing_enable (kept as a deprecated alias)
+                enable = getattr(self.model, "activation_checkpointing_enable", None)
+                (enable or self.model.gradient_checkpointing_enable)()
             else:
                 log.warning(
                     "%s does not support gradient checkpointing.", type(self.model).__name__
@@ -246,9 +248,9 @@ class QALightningModule(LightningModule):
             null_score_diff_threshold=self.hparams.null_score_diff_threshold,
         )
         metric.set_examples(
-            examples["id"],
-            examples["context"],
-            [answers["text"] for answers in examples["answers"]],
+            list(examples["id"]),
+            list(examples["context"]),
+            [list(answers["text"]) for answers in examples["answers"]],
         )
         self.metrics[prefix] = metric.to(self.device)
 
@@ -271,7 +273,7 @@ class QALightningModule(LightningModule):
         results = metric.compute()
         self.last_metrics = {key: float(value) for key, value in results.items()}
         self.last_predictions = dict(metric.predictions)
-        self.last_na_probs = dict(metric.na_probs)
+        self.last_na_probs = dict(metric.na_probs or {})
         for key, value in self.last_metrics.items():
             name = LOG_NAMES.get(key, key)
             self.log(

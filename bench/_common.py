@@ -1,0 +1,160 @@
+"""Helpers shared by the benchmark scripts: shared-data location, timing, output.
+
+Every benchmark prints progress to stderr and exactly one JSON object as the last line of
+stdout. Import it from a script in ``bench/`` as ``from _common import ...`` (the script's folder
+is on ``sys.path`` when it is run as ``python bench/x.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def log(*parts: object) -> None:
+    """Progress line on stderr (stdout is reserved for the final JSON)."""
+    print("[bench]", *parts, file=sys.stderr, flush=True)
+
+
+def shared_data_dir() -> Path:
+    """``$QA_SHARED_DATA`` or ``<repo>/../shared/data``."""
+    return Path(os.environ.get("QA_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def squad_file(name: str) -> Path:
+    """A file of the shared SQuAD data, or exit with a clear message when it is absent."""
+    path = shared_data_dir() / "squad" / name
+    if not path.is_file():
+        sys.exit(
+            f"Shared data file not found: {path}\n"
+            "Set QA_SHARED_DATA to the folder holding squad/ (default <repo>/../shared/data)."
+        )
+    return path
+
+
+def set_threads(n: int = 2) -> None:
+    """Pin torch's intra-op threads (the machine is shared: compare ratios, not absolute times)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()`` and its wall-clock seconds."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def best_of(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
+    """The result of the last call and the minimum seconds over ``repeats`` calls (less noise)."""
+    best = float("inf")
+    result: Any = None
+    for _ in range(repeats):
+        result, seconds = timed(fn)
+        best = min(best, seconds)
+    return result, best
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def max_rss_mb() -> float:
+    """Peak RSS of this process so far (``getrusage`` ``ru_maxrss``), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def malloc_trim() -> None:
+    """Give freed heap memory back to the OS (glibc), so the next phase's RSS starts clean."""
+    # Not glibc: nothing to trim, and RSS may then carry over between phases.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PhasePeakRss:
+    """Peak resident set size per named phase, sampled from ``/proc/self/statm`` in a thread.
+
+    ``ru_maxrss`` never goes down, so phases of one process cannot each get their own peak from
+    it; sampling can. ``switch(name)`` trims the heap (``malloc_trim``) and starts attributing
+    samples to ``name``. Use as a context manager around all phases.
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self.phase: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        if self.phase is not None:
+            rss = current_rss_mb()
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def switch(self, phase: str | None) -> None:
+        """Close the current phase (last sample), trim the heap, and start ``phase``."""
+        self._sample()
+        self.phase = None
+        malloc_trim()
+        self.phase = phase
+        self._sample()
+
+    def __enter__(self) -> PhasePeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.switch(None)
+        self._stop.set()
+        self._thread.join()
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """Floats rounded (recursively in dicts and lists) for a readable JSON line."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print ``result`` as the last line of stdout (one JSON object)."""
+    sys.stdout.flush()
+    print(json.dumps(rounded(result), sort_keys=False), flush=True)
+
+
+def import_by_path(name: str, path: Path) -> Any:
+    """Import a module from a file (e.g. ``tests/reference_decode.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,131 @@
+"""Decoding benchmark: ``python bench/decode.py [--batch-size 256] [--repeats 3]``.
+
+Decodes the same random logits (fixed seed) of the real SQuAD v1.1 dev features (10,570
+questions; MiniLM tokenizer, max_length 384, doc_stride 128; batches padded by ``QACollator`` as
+the evaluation loop sees them) twice in one process: with the plain reference loop of
+``tests/reference_decode.py`` and with the project's ``StreamingDecoder`` (candidates batch by
+batch, then merge and finalize). ``project_seconds`` covers everything from the batches of
+logits to the answers. Both produce answers only; the ``nbest`` entry times both producing the
+n-best lists as well. ``agreement`` is the fraction of questions with the same answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from _common import REPO, best_of, emit, import_by_path, log, set_threads, squad_file
+from transformers import AutoTokenizer
+
+from qa_lightning.data.collate import QACollator
+from qa_lightning.data.features import prepare_eval_features
+from qa_lightning.data.squad_json import read_squad_file
+from qa_lightning.decoding import StreamingDecoder
+from qa_lightning.paths import minilm_dir
+
+reference = import_by_path("reference_decode", REPO / "tests" / "reference_decode.py")
+
+
+def eval_features(tokenizer: Any) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """The dev-v1.1 examples (columns) and their eval features, one dict per feature."""
+    records = read_squad_file(squad_file("dev-v1.1.json.gz")).records
+    columns = {key: [r[key] for r in records] for key in ("id", "question", "context", "answers")}
+    feats = prepare_eval_features(columns, tokenizer, max_length=384, doc_stride=128)
+    keys = ("input_ids", "offset_mapping", "example_index", "cls_index")
+    features = [
+        {key: feats[key][i] for key in keys} | {"feature_index": i}
+        for i in range(len(feats["input_ids"]))
+    ]
+    return columns, features
+
+
+def logit_batches(features: list[dict], tokenizer: Any, batch_size: int) -> list[dict]:
+    """Collated batches with random start/end logits (seed 0)."""
+    collate = QACollator(tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for first in range(0, len(features), batch_size):
+        batch = collate(features[first : first + batch_size])
+        batch["start_logits"] = torch.randn(batch["input_ids"].shape, generator=generator)
+        batch["end_logits"] = torch.randn(batch["input_ids"].shape, generator=generator)
+        batches.append(batch)
+    return batches
+
+
+def project_decode(batches: list[dict], columns: dict[str, list], with_nbest: bool) -> Any:
+    decoder = StreamingDecoder(with_nbest=with_nbest)
+    for batch in batches:
+        decoder.update(
+            batch["start_logits"],
+            batch["end_logits"],
+            batch["offset_mapping"],
+            batch["cls_index"],
+            batch["example_index"],
+            batch["feature_index"],
+        )
+    return decoder.decode(columns["id"], columns["context"])
+
+
+def reference_decode(
+    batches: list[dict], columns: dict[str, list], features: list[dict], with_nbest: bool
+) -> tuple:
+    starts = [row for batch in batches for row in batch["start_logits"].numpy()]
+    ends = [row for batch in batches for row in batch["end_logits"].numpy()]
+    return reference.postprocess_qa_predictions(
+        columns["id"], columns["context"], features, starts, ends, with_nbest=with_nbest
+    )
+
+
+def agreement(ours: dict[str, str], theirs: dict[str, str]) -> float:
+    return sum(ours.get(qid) == answer for qid, answer in theirs.items()) / len(theirs)
+
+
+def _same_entries(ours: list[dict], theirs: list[dict]) -> bool:
+    """Same texts, scores and offsets; probabilities equal up to float32 rounding."""
+    return len(ours) == len(theirs) and all(
+        {**a, "probability": 0} == {**b, "probability": 0}
+        and abs(a["probability"] - b["probability"]) <= 1e-6
+        for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+def nbest_agreement(ours: dict[str, list], theirs: dict[str, list]) -> float:
+    return sum(_same_entries(ours.get(qid, []), e) for qid, e in theirs.items()) / len(theirs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    set_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    log("tokenizing dev-v1.1")
+    columns, features = eval_features(tokenizer)
+    batches = logit_batches(features, tokenizer, args.batch_size)
+    result: dict[str, Any] = {"questions": len(columns["id"]), "features": len(features)}
+    for with_nbest in (False, True):
+        log(f"decoding, n-best lists: {with_nbest}")
+        theirs, ref_seconds = best_of(
+            lambda nb=with_nbest: reference_decode(batches, columns, features, nb), args.repeats
+        )
+        ours, seconds = best_of(
+            lambda nb=with_nbest: project_decode(batches, columns, nb), 3 * args.repeats
+        )
+        timings = {
+            "reference_seconds": ref_seconds,
+            "project_seconds": seconds,
+            "speedup": ref_seconds / seconds,
+            "agreement": agreement(ours.predictions, theirs[0]),
+        }
+        if with_nbest:
+            timings["nbest_agreement"] = nbest_agreement(ours.nbest, theirs[2])
+            result["nbest"] = timings
+        else:
+            result = {**result, **timings}
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

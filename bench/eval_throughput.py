@@ -1,0 +1,366 @@
+"""A full evaluation pass (inference + decode + metric): the project's path against the classic one.
+
+Data: the first ``--questions`` questions of SQuAD dev-v1.1, MiniLM (``QALightningModule``,
+packaged weights, fresh QA head seeded with 42), max_length 384, stride 128, batch 16.
+
+- ``default``: dynamic padding (multiple of 8), features sorted by length (longest first), the
+  streaming ``SquadMetric`` (``update`` per batch, ``compute`` at the end);
+- ``baseline``: every batch padded to 384, dataset order, all logits kept, then the reference
+  decoder (``tests/reference_decode.py``) and the official v1.1 scoring.
+
+Both run interleaved batch by batch in one process (collation, forward and the per-batch metric
+work are timed per variant), then each decodes; EM/F1 must agree.
+
+Memory: the decoding/metric path alone is fed random logits of the right shapes for the base
+set and for ``--memory-scale`` times more questions, in a child process started with
+``PYTHONMALLOC=malloc`` so that glibc's ``mallinfo2`` counts every allocation (Python objects and
+tensors alike); see ``MEMORY_METHOD``.
+
+Usage: ``python bench/eval_throughput.py [--questions 400 --memory-scale 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning
+import numpy as np
+import torch
+from _common import REPO, emit, import_by_path, log, set_threads, squad_file
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from qa_lightning.data.collate import QACollator
+from qa_lightning.data.features import prepare_eval_features
+from qa_lightning.data.sources import load_examples
+from qa_lightning.metrics.squad_eval import score_predictions
+from qa_lightning.metrics.squad_metric import SquadMetric
+from qa_lightning.paths import minilm_dir
+
+MAX_LENGTH, STRIDE, BATCH, SEED = 384, 128, 16, 42
+N_BEST, MAX_ANSWER = 20, 30
+SPEEDUP_TARGET, MEMORY_TARGET = 2.0, 1.5
+VARIANTS = ("default", "baseline")
+MEMORY_METHOD = (
+    "Child process with PYTHONMALLOC=malloc; heap in use = glibc mallinfo2 uordblks + hblkhd "
+    "(every Python object and every CPU tensor), sampled every 0.5 ms by a thread and after "
+    "every call. All input batches (collated features and random float32 logits of the batch's "
+    "shape) are built before measuring; peak = max heap in use minus heap in use at the start "
+    "of the path. Default path: SquadMetric.set_examples, update per batch (dynamic padding, "
+    "sorted), compute. Baseline path: gold dict, keeping each feature's logits (padded to 384) "
+    "as numpy rows, reference decode, official scoring. memory_growth = default peak at "
+    "scale x questions / default peak on the base set."
+)
+
+Features = list[dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------- data
+def load_eval_set(tok: PreTrainedTokenizerBase, questions: int) -> tuple[dict[str, list], Features]:
+    """The first ``questions`` dev-v1.1 examples (columns) and their eval features (with feature_index)."""
+    examples = load_examples(squad_file("dev-v1.1.json.gz"))
+    columns = examples.select(range(min(questions, len(examples)))).to_dict()
+    n = len(columns["id"])
+    cols = prepare_eval_features(columns, tok, MAX_LENGTH, STRIDE, indices=list(range(n)))
+    cols.pop("start_positions")
+    cols.pop("end_positions")
+    features = [{k: v[i] for k, v in cols.items()} for i in range(len(cols["input_ids"]))]
+    for i, feature in enumerate(features):
+        feature["feature_index"] = i
+    return columns, features
+
+
+def variant_order(features: Features, variant: str) -> Features:
+    """Longest first for the project's default (``sorted_by_length``), dataset order otherwise."""
+    if variant != "default":
+        return features
+    lengths = np.array([len(f["input_ids"]) for f in features])
+    return [features[i] for i in np.argsort(-lengths, kind="stable")]
+
+
+def make_loader(tok: PreTrainedTokenizerBase, features: Features, variant: str) -> DataLoader:
+    collator = QACollator(tok) if variant == "default" else QACollator(tok, max_length=MAX_LENGTH)
+    return DataLoader(variant_order(features, variant), batch_size=BATCH, collate_fn=collator)
+
+
+# ------------------------------------------------------------------------ decoders
+class ProjectPath:
+    """The streaming ``SquadMetric``: per-batch reduction, decode and score at the end."""
+
+    def __init__(self, columns: dict[str, list]) -> None:
+        self.metric = SquadMetric(n_best_size=N_BEST, max_answer_length=MAX_ANSWER)
+        golds = [answers["text"] for answers in columns["answers"]]
+        self.metric.set_examples(columns["id"], columns["context"], golds)
+
+    def update(
+        self, batch: dict[str, torch.Tensor], start: torch.Tensor, end: torch.Tensor
+    ) -> None:
+        keys = ("offset_mapping", "cls_index", "example_index", "feature_index")
+        self.metric.update(start, end, *(batch[k] for k in keys))
+
+    def finish(self) -> tuple[dict[str, float], dict[str, str]]:
+        scores = {k: float(v) for k, v in self.metric.compute().items()}
+        return scores, dict(self.metric.predictions)
+
+
+class BaselinePath:
+    """The tutorials' path: keep every feature's logits, decode all at the end with the reference."""
+
+    def __init__(self, columns: dict[str, list], features: Features) -> None:
+        self.reference = import_by_path("reference_decode", REPO / "tests" / "reference_decode.py")
+        self.ids, self.contexts = columns["id"], columns["context"]
+        self.gold = {q: a["text"] for q, a in zip(columns["id"], columns["answers"], strict=True)}
+        self.features = features
+        self.start: list[np.ndarray] = []
+        self.end: list[np.ndarray] = []
+
+    def update(
+        self, batch: dict[str, torch.Tensor], start: torch.Tensor, end: torch.Tensor
+    ) -> None:
+        self.start.extend(start.float().numpy())
+        self.end.extend(end.float().numpy())
+
+    def finish(self) -> tuple[dict[str, float], dict[str, str]]:
+        predictions, _, _ = self.reference.postprocess_qa_predictions(
+            self.ids,
+            self.contexts,
+            self.features,
+            self.start,
+            self.end,
+            n_best_size=N_BEST,
+            max_answer_length=MAX_ANSWER,
+        )
+        return score_predictions(self.gold, predictions, version="1.1"), predictions
+
+
+# ------------------------------------------------------------------------- timing
+def timed_batches(loader: DataLoader, clock: list[float]) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``loader``, adding each collation's seconds to ``clock[0]``."""
+    iterator = iter(loader)
+    while True:
+        start = time.perf_counter()
+        batch = next(iterator, None)
+        clock[0] += time.perf_counter() - start
+        if batch is None:
+            return
+        yield batch
+
+
+def run_pass(
+    module: torch.nn.Module, loaders: dict[str, DataLoader], paths: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Both variants interleaved batch by batch, then each one's decode; seconds per phase."""
+    clocks = {v: [0.0] for v in VARIANTS}
+    infer = dict.fromkeys(VARIANTS, 0.0)
+    lengths: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    streams = [timed_batches(loaders[v], clocks[v]) for v in VARIANTS]
+    with torch.inference_mode():
+        for step, batches in enumerate(zip(*streams, strict=True)):
+            for variant, batch in zip(VARIANTS, batches, strict=True):
+                start = time.perf_counter()
+                start_logits, end_logits = module(batch)
+                paths[variant].update(batch, start_logits, end_logits)
+                infer[variant] += time.perf_counter() - start
+                lengths[variant].append(batch["input_ids"].size(1))
+            if (step + 1) % 5 == 0:
+                log(f"batch {step + 1}: " + ", ".join(f"{v} {infer[v]:.1f}s" for v in VARIANTS))
+    results = {}
+    for variant in VARIANTS:
+        start = time.perf_counter()
+        scores, predictions = paths[variant].finish()
+        decode = time.perf_counter() - start
+        seconds = clocks[variant][0] + infer[variant] + decode
+        results[variant] = {
+            "seconds": seconds,
+            "collate_seconds": clocks[variant][0],
+            "inference_seconds": infer[variant],
+            "decode_seconds": decode,
+            "mean_padded_length": float(np.mean(lengths[variant])),
+            "exact_match": scores["exact_match"],
+            "f1": scores["f1"],
+            "predictions": predictions,
+        }
+        log(f"{variant}: {seconds:.1f}s, EM {scores['exact_match']:.2f}, F1 {scores['f1']:.2f}")
+    return results
+
+
+# ------------------------------------------------------------------------- memory
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
+
+
+def heap_in_use() -> Callable[[], int]:
+    """A function returning the bytes glibc's malloc has handed out and not yet freed."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+class HeapPeak:
+    """Peak heap in use above the level at ``__enter__``, sampled by a thread and by ``sample()``."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.in_use = heap_in_use()
+        self.interval = interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.in_use())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> HeapPeak:
+        self.start = self.peak = self.in_use()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def random_batches(tok: PreTrainedTokenizerBase, features: Features, variant: str) -> list[tuple]:
+    """``(batch, start_logits, end_logits)`` of every batch, logits random with the batch's shape."""
+    generator = torch.Generator().manual_seed(SEED)
+    out = []
+    for batch in make_loader(tok, features, variant):
+        shape = batch["input_ids"].shape
+        out.append(
+            (
+                batch,
+                torch.randn(shape, generator=generator),
+                torch.randn(shape, generator=generator),
+            )
+        )
+    return out
+
+
+def measure_memory(questions: int) -> dict[str, float]:
+    """Peak heap (MiB) of each variant's decoding/metric path on ``questions`` questions."""
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    columns, features = load_eval_set(tok, questions)
+    peaks = {}
+    for variant in VARIANTS:
+        batches = random_batches(tok, features, variant)
+        with HeapPeak() as heap:
+            path = ProjectPath(columns) if variant == "default" else BaselinePath(columns, features)
+            for batch, start, end in batches:
+                path.update(batch, start, end)
+                heap.sample()
+            path.finish()
+            heap.sample()
+            del path
+        peaks[variant] = heap.peak_mb
+        del batches
+    return {"questions": len(columns["id"]), "features": len(features), **peaks}
+
+
+def memory_in_child(questions: int) -> dict[str, float]:
+    """``measure_memory`` in a child interpreter started with ``PYTHONMALLOC=malloc``."""
+    env = {**os.environ, "PYTHONMALLOC": "malloc"}
+    cmd = [sys.executable, __file__, "--memory-probe", str(questions)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def memory_results(questions: int, scale: int) -> dict[str, Any]:
+    base = memory_in_child(questions)
+    big = memory_in_child(questions * scale)
+    log(f"memory (MiB): base {base}, x{scale} {big}")
+    return {
+        "memory_growth": big["default"] / base["default"],
+        "memory_growth_target": MEMORY_TARGET,
+        "memory_growth_baseline": big["baseline"] / base["baseline"],
+        "memory_mb": {"base": base, f"x{scale}": big},
+        "memory_default_over_baseline": big["default"] / big["baseline"],
+        "memory_method": MEMORY_METHOD,
+    }
+
+
+# --------------------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=400)
+    parser.add_argument("--memory-scale", type=int, default=10)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def agreement(a: dict[str, str], b: dict[str, str]) -> float:
+    """Fraction of questions with the same answer in both."""
+    return sum(a.get(q) == b.get(q) for q in a) / max(1, len(a))
+
+
+def main() -> None:
+    args = parse_args()
+    set_threads(2)
+    if args.memory_probe:
+        print(json.dumps(measure_memory(args.memory_probe)))
+        return
+    from qa_lightning.model.module import QALightningModule
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    columns, features = load_eval_set(tok, args.questions)
+    log(f"{len(columns['id'])} questions -> {len(features)} features")
+    lightning.seed_everything(SEED, verbose=False)
+    module = QALightningModule(pretrained="minilm").eval()
+    loaders = {v: make_loader(tok, features, v) for v in VARIANTS}
+    paths = {"default": ProjectPath(columns), "baseline": BaselinePath(columns, features)}
+    results = run_pass(module, loaders, paths)
+    default, baseline = results["default"], results["baseline"]
+    same = agreement(default.pop("predictions"), baseline.pop("predictions"))
+    memory = {} if args.skip_memory else memory_results(args.questions, args.memory_scale)
+    emit(
+        {
+            "benchmark": "eval_throughput",
+            "questions": len(columns["id"]),
+            "features": len(features),
+            "default_seconds": default["seconds"],
+            "baseline_seconds": baseline["seconds"],
+            "speedup": baseline["seconds"] / default["seconds"],
+            "speedup_target": SPEEDUP_TARGET,
+            "default_exact_match": default["exact_match"],
+            "default_f1": default["f1"],
+            "baseline_exact_match": baseline["exact_match"],
+            "baseline_f1": baseline["f1"],
+            "scores_equal": default["exact_match"] == baseline["exact_match"]
+            and default["f1"] == baseline["f1"],
+            "same_predictions_fraction": same,
+            **memory,
+            "default": default,
+            "baseline": baseline,
+            "threads": torch.get_num_threads(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The vectorised decoder against the plain reference loop, on real SQuAD features and edge cases."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from qa_lightning.data.collate import QACollator
+from qa_lightning.data.features import prepare_eval_features
+from qa_lightning.data.squad_json import read_squad_file
+from qa_lightning.decoding import (
+    NO_SPAN_SCORE,
+    StreamingDecoder,
+    decode,
+    feature_candidates,
+    merge_candidates,
+)
+from qa_lightning.paths import minilm_dir
+from reference_decode import postprocess_qa_predictions
+
+FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index", "feature_index")
+
+
+# --- real data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Evaluation examples and their features (one dict per feature, in feature order)."""
+
+    ids: list[str]
+    contexts: list[str]
+    answers: list[list[str]]
+    features: list[dict[str, Any]]
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_dir())
+
+
+@functools.cache
+def load_eval_data(
+    path: Path, limit: int | None = None, max_length: int = 384, doc_stride: int = 128
+) -> EvalData:
+    """The first ``limit`` questions of a SQuAD file and their eval features (MiniLM tokenizer)."""
+    records = read_squad_file(path).records[:limit]
+    columns = {key: [r[key] for r in records] for key in ("id", "question", "context", "answers")}
+    feats = prepare_eval_features(columns, _tokenizer(), max_length, doc_stride)
+    features = [
+        {key: feats[key][i] for key in FEATURE_KEYS if key != "feature_index"}
+        | {"feature_index": i}
+        for i in range(len(feats["input_ids"]))
+    ]
+    answers = [list(a["text"]) for a in columns["answers"]]
+    return EvalData(columns["id"], columns["context"], answers, features)
+
+
+def random_batches(
+    features: list[dict[str, Any]], batch_size: int, seed: int = 0, low: int | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Collated batches with random logits (integers in ``[low, -low)`` when given, for ties)."""
+    collate = QACollator(_tokenizer())
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for first in range(0, len(features), batch_size):
+        batch = collate(features[first : first + batch_size])
+        shape = batch["input_ids"].shape
+        for name in ("start_logits", "end_logits"):
+            if low is None:
+                batch[name] = torch.randn(shape, generator=generator)
+            else:
+                batch[name] = torch.randint(low, -low, shape, generator=generator).float()
+        batches.append(batch)
+    return batches
+
+
+def reference_outputs(
+    data: EvalData, batches: list[dict[str, torch.Tensor]], **kwargs: Any
+) -> tuple:
+    """The reference loop on the same logits (``batches`` cover ``data.features`` in order)."""
+    starts = [row for batch in batches for row in batch["start_logits"].numpy()]
+    ends = [row for batch in batches for row in batch["end_logits"].numpy()]
+    return postprocess_qa_predictions(
+        data.ids, data.contexts, data.features, starts, ends, **kwargs
+    )
+
+
+def streaming_decode(
+    data: EvalData,
+    batches: list[dict[str, torch.Tensor]],
+    *,
+    with_nbest: bool = False,
+    **kwargs: Any,
+) -> Any:
+    decoder = StreamingDecoder(with_nbest=with_nbest)
+    for batch in batches:
+        decoder.update(
+            batch["start_logits"],
+            batch["end_logits"],
+            batch["offset_mapping"],
+            batch["cls_index"],
+            batch["example_index"],
+            batch["feature_index"],
+        )
+    return decoder.decode(data.ids, data.contexts, **kwargs)
+
+
+def assert_nbest_equal(ours: dict[str, list[dict]], reference: dict[str, list[dict]]) -> None:
+    assert ours.keys() == reference.keys()
+    for qid, entries in reference.items():
+        key = [(e["text"], e["score"], e["start"], e["end"]) for e in ours[qid]]
+        assert key == [(e["text"], e["score"], e["start"], e["end"]) for e in entries], qid
+        np.testing.assert_allclose(
+            [e["probability"] for e in ours[qid]],
+            [e["probability"] for e in entries],
+            rtol=1e-5,
+            atol=1e-7,
+        )
+
+
+def assert_agreement(data: EvalData, batches: list, version_2: bool) -> None:
+    """Answers, score diffs and n-best lists of both decoders equal the reference's exactly."""
+    predictions, diffs, nbest = reference_outputs(data, batches, version_2_with_negative=version_2)
+    fast = streaming_decode(data, batches, version_2=version_2)
+    full = streaming_decode(data, batches, version_2=version_2, with_nbest=True)
+    for decoded in (fast, full):
+        assert decoded.predictions == predictions
+        assert (decoded.na_probs or {}) == diffs
+    assert_nbest_equal(full.nbest, nbest)
+
+
+SQUAD_FILES = {"v1.1": ("dev-v1.1.json.gz", False), "v2.0": ("dev-v2.0.json.gz", True)}
+
+
+@pytest.mark.parametrize("name", SQUAD_FILES)
+@pytest.mark.parametrize(
+    ("limit", "max_length", "doc_stride", "low"),
+    [(2000, 384, 128, None), (600, 96, 32, None), (600, 96, 32, -3)],
+    ids=["2000q-384", "600q-96-split", "600q-96-ties"],
+)
+def test_agrees_with_reference_on_real_features(
+    shared_data: Path, name: str, limit: int, max_length: int, doc_stride: int, low: int | None
+) -> None:
+    file, version_2 = SQUAD_FILES[name]
+    data = load_eval_data(shared_data / "squad" / file, limit, max_length, doc_stride)
+    assert len(data.ids) == limit
+    batches = random_batches(data.features, batch_size=48, seed=limit, low=low)
+    assert_agreement(data, batches, version_2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SQUAD_FILES)
+def test_agrees_with_reference_on_full_dev_files(shared_data: Path, name: str) -> None:
+    file, version_2 = SQUAD_FILES[name]
+    data = load_eval_data(shared_data / "squad" / file)
+    assert_agreement(data, random_batches(data.features, batch_size=64), version_2)
+
+
+# --- edge cases ----------------------------------------------------------------------------------
+
+
+def _offsets(spans: list[tuple[int, int]]) -> torch.Tensor:
+    return torch.tensor([spans], dtype=torch.long)
+
+
+def _single(start: list[float], end: list[float], spans: list[tuple[int, int]], **kwargs: Any):
+    return feature_candidates(
+        torch.tensor([start]), torch.tensor([end]), _offsets(spans), torch.tensor([0]), **kwargs
+    )
+
+
+def test_feature_shorter_than_n_best_size() -> None:
+    spans = [(-1, -1), (0, 3), (4, 7), (8, 9), (-1, -1)]
+    start, end = [5.0, 1.0, 3.0, 2.0, 9.0], [4.0, 0.5, 2.0, 6.0, 9.0]
+    candidates = _single(start, end, spans)
+    assert candidates.scores.shape == (1, 20)
+    valid = candidates.scores[0][candidates.scores[0] > float("-inf")]
+    # starts (1, 2, 3) x ends (1, 2, 3) with end >= start: 6 spans, best first.
+    assert valid.tolist() == [9.0, 8.0, 7.0, 5.0, 3.0, 1.5]
+    assert candidates.start_char[0, :3].tolist() == [4, 8, 0]
+    assert candidates.end_char[0, :3].tolist() == [9, 9, 9]
+    assert (candidates.start_char[0, 6:] == -1).all()
+    assert candidates.null_score.tolist() == [9.0]
+    assert _single(start, end, spans, num_spans=1).scores.tolist() == [[9.0]]
+
+
+def test_max_answer_length_and_empty_char_spans_are_invalid() -> None:
+    spans = [(-1, -1), (0, 3), (4, 4), (5, 8)]
+    start, end = [0.0, 1.0, 9.0, 2.0], [0.0, 3.0, 9.0, 1.0]
+    # Token 2 has an empty character span, so (2, 2) is invalid, and (1, 3) is 3 tokens long.
+    # (2, 3) and (1, 2) both score 10: the better-ranked start (token 2) comes first.
+    for num_spans in (20, 1):
+        candidates = _single(start, end, spans, max_answer_length=2, num_spans=num_spans)
+        found = candidates.scores[0] > float("-inf")
+        assert candidates.scores[0, found].tolist() == [10.0, 10.0, 4.0, 3.0][:num_spans]
+        assert candidates.start_char[0, found].tolist() == [4, 0, 0, 5][:num_spans]
+        assert candidates.end_char[0, found].tolist() == [8, 4, 3, 8][:num_spans]
+
+
+def test_no_context_token_means_no_answer() -> None:
+    spans = [(-1, -1)] * 6
+    logits = torch.randn(2, 6)
+    offsets = torch.tensor([spans, spans])
+    for num_spans in (1, 20):
+        candidates = feature_candidates(
+            logits, logits, offsets, torch.tensor([0, 0]), num_spans=num_spans
+        )
+        assert (candidates.scores == float("-inf")).all()
+    candidates = feature_candidates(logits, logits, offsets, torch.tensor([0, 0]))
+    decoded = decode(
+        candidates,
+        torch.tensor([0, 1]),
+        torch.tensor([0, 1]),
+        ["a", "b"],
+        ["xy", "zw"],
+        version_2=True,
+        with_nbest=True,
+    )
+    assert decoded.predictions == {"a": "", "b": ""}
+    null = 2 * logits[:, 0]
+    diffs = (null - NO_SPAN_SCORE).tolist()
+    assert decoded.na_probs == {"a": diffs[0], "b": diffs[1]}
+    assert decoded.nbest["a"] == [
+        {"text": "", "score": null[0].item(), "probability": 1.0, "start": 0, "end": 0}
+    ]
+    v1 = decode(
+        candidates,
+        torch.tensor([0, 1]),
+        torch.tensor([0, 1]),
+        ["a", "b"],
+        ["xy", "zw"],
+        with_nbest=True,
+    )
+    assert v1.predictions == {"a": "", "b": ""} and v1.nbest == {"a": [], "b": []}
+
+
+def test_duplicated_and_split_features_decode_once(shared_data: Path) -> None:
+    data = load_eval_data(shared_data / "squad" / "dev-v1.1.json.gz", 300, 96, 32)
+    batches = random_batches(data.features, batch_size=len(data.features), seed=1)
+    expected = streaming_decode(data, batches, with_nbest=True)
+    # One feature per batch (every example split across batches), and every batch seen twice,
+    # in a shuffled order, as DistributedSampler padding and gathering may deliver them.
+    singles = [{k: v[i : i + 1] for k, v in batches[0].items()} for i in range(len(data.features))]
+    order = torch.randperm(len(singles), generator=torch.Generator().manual_seed(0)).tolist()
+    shuffled = [singles[i] for i in order] + singles[: len(singles) // 2]
+    assert streaming_decode(data, shuffled, with_nbest=True) == expected
+    assert max(f["example_index"] for f in data.features) < len(data.ids)
+    assert len(data.features) > len(data.ids)
+
+
+def test_merge_keeps_the_best_spans_and_min_null_over_features() -> None:
+    first = _single([0.0, 5.0, 1.0], [0.0, 1.0, 4.0], [(-1, -1), (0, 2), (3, 5)])
+    second = _single([7.0, 0.0, 2.0], [1.0, 0.0, 2.5], [(-1, -1), (3, 5), (6, 9)])
+    candidates = type(first).cat([first, second, first])
+    merged, seen = merge_candidates(candidates, torch.tensor([1, 1, 1]), torch.tensor([4, 7, 4]), 3)
+    assert seen.tolist() == [False, True, False]
+    assert merged.scores[1, :4].tolist() == [9.0, 6.0, 5.0, 4.5]
+    assert merged.start_char[1, :4].tolist() == [0, 0, 3, 6]
+    assert merged.null_score[1].item() == 0.0
+    assert merged.null_score[0].item() == float("inf")
+
+
+@pytest.mark.parametrize(("threshold", "answer"), [(1.0, ""), (1.5, "abc"), (2.0, "abc")])
+def test_v2_threshold_decision(threshold: float, answer: str) -> None:
+    # best span score 4.0 (tokens 1..1 -> "abc"), null score 5.5: score_diff = 1.5
+    candidates = _single([3.0, 2.5, 0.0], [2.5, 1.5, 0.0], [(-1, -1), (0, 3), (4, 6)])
+    decoded = decode(
+        candidates,
+        torch.tensor([0]),
+        torch.tensor([0]),
+        ["q"],
+        ["abc def"],
+        version_2=True,
+        null_score_diff_threshold=threshold,
+    )
+    assert decoded.predictions == {"q": answer}
+    assert decoded.na_probs == {"q": 1.5}
+
+
+@pytest.mark.parametrize("version_2", [False, True])
+def test_nbest_probabilities_sum_to_one(shared_data: Path, version_2: bool) -> None:
+    data = load_eval_data(shared_data / "squad" / "dev-v2.0.json.gz", 200, 96, 32)
+    decoded = streaming_decode(
+        data, random_batches(data.features, 32, seed=3), version_2=version_2, with_nbest=True
+    )
+    for entries in decoded.nbest.values():
+        assert sum(e["probability"] for e in entries) == pytest.approx(1.0, abs=1e-5)
+        assert [e["score"] for e in entries] == sorted((e["score"] for e in entries), reverse=True)
+        assert sum(e["text"] == "" for e in entries) == int(version_2)
+        assert 1 <= len(entries) <= 20 + int(version_2)
+
+
+def test_empty_decoder() -> None:
+    decoded = StreamingDecoder(with_nbest=True).decode(["a"], ["x"], version_2=True)
+    assert decoded.predictions == {} and decoded.na_probs == {} and decoded.nbest == {}
