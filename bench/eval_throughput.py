@@ -48,6 +48,7 @@ from qa_lightning.paths import minilm_dir
 
 MAX_LENGTH, STRIDE, BATCH, SEED = 384, 128, 16, 42
 N_BEST, MAX_ANSWER = 20, 30
+PAD_LOGIT = -1e4
 SPEEDUP_TARGET, MEMORY_TARGET = 2.0, 1.5
 VARIANTS = ("default", "baseline")
 MEMORY_METHOD = (
@@ -155,6 +156,20 @@ def timed_batches(loader: DataLoader, clock: list[float]) -> Iterator[dict[str, 
         yield batch
 
 
+def masked_logits(
+    module: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """Start/end logits with padding positions at ``PAD_LOGIT``.
+
+    Both decoders rank the top ``n_best_size`` tokens over the whole (padded) row, padding
+    included. The fresh, untrained QA head gives padding logits as high as real tokens', so
+    the answers would depend on how much padding a batch has; a trained model puts them far
+    below (its loss pushes them down). Masking them in both variants keeps the comparison exact.
+    """
+    pad = batch["attention_mask"] == 0
+    return tuple(logits.masked_fill(pad, PAD_LOGIT) for logits in module(batch))
+
+
 def run_pass(
     module: torch.nn.Module, loaders: dict[str, DataLoader], paths: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
@@ -167,7 +182,7 @@ def run_pass(
         for step, batches in enumerate(zip(*streams, strict=True)):
             for variant, batch in zip(VARIANTS, batches, strict=True):
                 start = time.perf_counter()
-                start_logits, end_logits = module(batch)
+                start_logits, end_logits = masked_logits(module, batch)
                 paths[variant].update(batch, start_logits, end_logits)
                 infer[variant] += time.perf_counter() - start
                 lengths[variant].append(batch["input_ids"].size(1))
@@ -197,7 +212,18 @@ def run_pass(
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
     ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from qa_lightning.paths import config_dir
@@ -60,3 +61,10 @@ def texts_of(path: Path, limit: int = 400) -> list[str]:
             if len(texts) >= limit:
                 return texts
     return texts
+
+
+class StopAfterFirstEpoch(Callback):
+    """Stop training cleanly after the first epoch, as an interrupted job would have."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True

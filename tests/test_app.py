@@ -119,7 +119,8 @@ def test_resume_reaches_the_same_step_and_metrics(tiny_models, squad_files, tmp_
     whole = tmp_path / "whole"
     run_limited(tiny_models["bert"], squad_files, "v1", whole, *no_dropout)
     resumed = tmp_path / "resumed"
-    run_limited(tiny_models["bert"], squad_files, "v1", resumed, *no_dropout, "trainer.max_epochs=1")
+    interrupt = "+callbacks.interrupt._target_=app_helpers.StopAfterFirstEpoch"
+    run_limited(tiny_models["bert"], squad_files, "v1", resumed, *no_dropout, interrupt)
     last = resumed / "checkpoints" / "last.ckpt"
     first_step = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
     run_limited(tiny_models["bert"], squad_files, "v1", resumed, *no_dropout, f"ckpt_path={last}")

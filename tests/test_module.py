@@ -89,6 +89,7 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
 def backbones(tmp_path_factory) -> dict[str, str]:
     """Directory (or ``"minilm"``) of each backbone: tiny random models of the four families."""
     root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
     records = make_records(unanswerable=True)
     texts = list(dict.fromkeys(r["context"] for r in records)) + [r["question"] for r in records]
     dirs = {
@@ -137,17 +138,18 @@ def train_batch(pretrained: str, n: int = 6) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------ training and evaluation
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_overfits_a_batch(backbones, backbone):
+    torch.manual_seed(0)
     module = QALightningModule(backbones[backbone])
-    batch = train_batch(backbones[backbone])
+    batch = train_batch(backbones[backbone], n=4)
     inputs = module.model_inputs(batch)
     assert ("token_type_ids" in inputs) == (backbone in ("bert", "minilm"))
     assert ("global_attention_mask" in inputs) == (backbone == "longformer")
 
-    lr = 1e-4 if backbone == "minilm" else 1e-2
+    lr = 3e-4 if backbone == "minilm" else 1e-2
     optimizer = build_optimizer(module.model, {"_target_": "torch.optim.AdamW", "lr": lr})
     module.model.eval()  # no dropout: the loss must go down step after step
     losses = []
-    for _ in range(8):
+    for _ in range(5):
         loss = span_loss(*module(batch), batch["start_positions"], batch["end_positions"])
         loss.backward()
         optimizer.step()
@@ -168,7 +170,13 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
     fit_trainer.fit(module, datamodule=dm)
 
     logged = fit_trainer.callback_metrics
-    for key in ("train/loss", "train/start_acc", "train/end_acc", "train/lr", "val/loss"):
+    for key in (
+        "train/loss_epoch",
+        "train/start_acc_epoch",
+        "train/end_acc_step",
+        "train/lr",
+        "val/loss",
+    ):
         assert key in logged, key
     assert 0.0 <= logged["val/exact_match"] <= logged["val/f1"] <= 100.0
     assert set(module.last_metrics) >= {"exact_match", "f1"}

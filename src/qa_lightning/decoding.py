@@ -4,7 +4,8 @@ Three steps, all batched in torch:
 
 1. :func:`feature_candidates` keeps, per feature, its best ``n_best_size`` valid spans out of the
    top ``n_best_size`` start tokens x top ``n_best_size`` end tokens (the classic candidate set),
-   plus the feature's null (CLS) score. Only these few numbers need to be kept per feature.
+   plus the feature's null (CLS) score. Only these few numbers need to be kept per feature; only
+   one span when just the answers are needed (EM/F1), which has a much faster exact path.
 2. :func:`merge_candidates` gathers the candidates of every example's features (they may come
    from different batches and processes), drops duplicated features (DistributedSampler pads by
    repeating samples) and keeps each example's best ``n_best_size`` spans and minimum null score.
@@ -114,7 +115,10 @@ def _top_spans(
     start_logit, end_logit = start_logits.gather(1, starts), end_logits.gather(1, ends)
     pair_scores = start_logit[:, :, None] + end_logit[:, None, :]
     pair_scores = pair_scores.masked_fill_(~valid, NEG_INF).flatten(1)
-    best = _top_positions(pair_scores, min(num_spans, k * k))
+    if num_spans == 1:  # argmax takes the first of equal scores, as a stable sort would
+        best = pair_scores.argmax(1, keepdim=True)
+    else:
+        best = _top_positions(pair_scores, min(num_spans, k * k))
     rank_start, rank_end = best.div(k, rounding_mode="floor"), best.remainder(k)
     scores = pair_scores.gather(1, best)
     empty = scores == NEG_INF
@@ -139,8 +143,8 @@ def _window_max(padded: Tensor, width: int) -> Tensor:
 
 
 def _count_at_least(values: Tensor, threshold: Tensor) -> Tensor:
-    """``(values >= threshold[:, None]).sum(1)``, in float ops (faster than bool sums on CPU)."""
-    return (values - threshold[:, None]).sign_().add_(1).clamp_(max=1).sum(1)
+    """``(values >= threshold).sum(1, keepdim=True)`` in float ops (faster than bool sums on CPU)."""
+    return (values - threshold).sign_().add_(1).clamp_(max=1).sum(1, keepdim=True)
 
 
 def _best_span(
@@ -153,39 +157,35 @@ def _best_span(
     its score, it is also the best candidate, with the same tie-breaking (``argmax`` takes the
     first of equal ends, as a stable sort ranks them). The few other rows go to :func:`_top_spans`.
     """
-    batch = start_logits.shape[0]
-    bias = torch.zeros_like(start_logits).masked_fill_(offsets[..., 0] < 0, NEG_INF)
-    starts = start_logits + bias
-    ends = torch.nn.functional.pad(end_logits + bias, (0, max_len - 1), value=NEG_INF)
+    context = offsets[..., 0] >= 0
+    starts = torch.where(context, start_logits, NEG_INF)
+    ends = torch.where(context, end_logits, NEG_INF)
+    ends = torch.nn.functional.pad(ends, (0, max_len - 1), value=NEG_INF)
     totals = starts + _window_max(ends, max_len)
-    score, start = totals.max(1)
-    totals[torch.arange(batch, device=start.device), start] = NEG_INF
-    runner_up = totals.amax(1)
-    window = ends.gather(1, start[:, None] + torch.arange(max_len, device=start.device))
-    end = (start + window.argmax(1)).clamp_(max=start_logits.shape[1] - 1)
-    start, end = start[:, None], end[:, None]
+    score, start = totals.max(1, keepdim=True)
+    totals.scatter_(1, start, NEG_INF)
+    window = ends.gather(1, start + torch.arange(max_len, device=start.device))
+    end = start + window.argmax(1, keepdim=True)
     start_logit, end_logit = start_logits.gather(1, start), end_logits.gather(1, end)
     start_char, end_char = offsets[..., 0].gather(1, start), offsets[..., 1].gather(1, end)
-    found = (score > NEG_INF)[:, None]
-    exact = ~found | (
-        (runner_up[:, None] < score[:, None])
+    found = score > NEG_INF
+    exact = (
+        (totals.amax(1, keepdim=True) < score)
         & (start_char < end_char)
-        & (_count_at_least(start_logits, start_logit[:, 0]) <= k)[:, None]
-        & (_count_at_least(end_logits, end_logit[:, 0]) <= k)[:, None]
-    )
-    spans = [
-        score[:, None].masked_fill(~found, NEG_INF),
-        start_char.masked_fill(~found, -1),
-        end_char.masked_fill(~found, -1),
-        start_logit.masked_fill(~found, NEG_INF),
-        end_logit.masked_fill(~found, NEG_INF),
-    ]
+        & (_count_at_least(start_logits, start_logit) <= k)
+        & (_count_at_least(end_logits, end_logit) <= k)
+    ) | ~found
+    if not found.all():
+        start_char, end_char = start_char.masked_fill(~found, -1), end_char.masked_fill(~found, -1)
+        start_logit = start_logit.masked_fill(~found, NEG_INF)
+        end_logit = end_logit.masked_fill(~found, NEG_INF)
+    spans = (score, start_char, end_char, start_logit, end_logit)
     if not exact.all():
         rows = (~exact).nonzero()[:, 0]
         redone = _top_spans(start_logits[rows], end_logits[rows], offsets[rows], k, 1, max_len)
         for field, value in zip(spans, redone, strict=True):
             field[rows] = value
-    return tuple(spans)
+    return spans
 
 
 def feature_candidates(

@@ -188,25 +188,17 @@ class QALightningModule(LightningModule):
         start, end = self(batch)
         loss = self._loss(batch, start, end)
         size = batch["input_ids"].size(0)
-        self.log(
-            "train/loss",
-            loss,
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=size,
-        )
+        epoch_and_step = dict(on_step=True, on_epoch=True, sync_dist=True, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, **epoch_and_step)
         self.log_dict(
             {
                 "train/start_acc": position_accuracy(start, batch["start_positions"]),
                 "train/end_acc": position_accuracy(end, batch["end_positions"]),
-                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
             },
-            on_step=True,
-            on_epoch=False,
-            batch_size=size,
+            **epoch_and_step,
         )
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> Any:
