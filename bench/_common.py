@@ -142,7 +142,12 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Print ``result`` as the last line of stdout (one JSON object)."""
+    """Print ``result`` as the last line of stdout (one JSON object), with the load average.
+
+    ``load_average`` (1, 5, 15 min) tells how busy the shared machine was: ratios measured in
+    one run hold up under load, absolute times do not.
+    """
+    result = {**result, "load_average": list(os.getloadavg())}
     sys.stdout.flush()
     print(json.dumps(rounded(result), sort_keys=False), flush=True)
 

@@ -12,6 +12,7 @@ n-best lists as well. ``agreement`` is the fraction of questions with the same a
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 import torch
@@ -105,6 +106,8 @@ def main() -> None:
     log("tokenizing dev-v1.1")
     columns, features = eval_features(tokenizer)
     batches = logit_batches(features, tokenizer, args.batch_size)
+    gc.collect()
+    gc.freeze()  # the millions of feature objects stay out of every later garbage collection
     result: dict[str, Any] = {"questions": len(columns["id"]), "features": len(features)}
     for with_nbest in (False, True):
         log(f"decoding, n-best lists: {with_nbest}")

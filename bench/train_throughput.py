@@ -13,7 +13,7 @@ Same features, same model and optimizer (shared: throughput does not depend on t
 chunks of ``--chunk`` steps so that load from other processes hits both alike. A step is
 forward + ``span_loss`` + backward + ``optimizer.step``.
 
-Usage: ``python bench/train_throughput.py [--questions 600 --steps 20 --warmup 2 --chunk 5]``.
+Usage: ``python bench/train_throughput.py [--questions 600 --steps 20 --warmup 2 --chunk 1]``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def train_step(module: QALightningModule, optimizer: torch.optim.Optimizer, batc
     loss = span_loss(start, end, batch["start_positions"], batch["end_positions"])
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 class Tally:
@@ -117,12 +117,18 @@ def run_chunk(
             tally.lengths.append(batch["input_ids"].size(1))
 
 
+def log_progress(done: int, total: int, tallies: dict[str, Tally], every: int = 5) -> None:
+    if done % every == 0 or done == total:
+        rates = (f"{v} {t.features / t.seconds:.1f} features/s" for v, t in tallies.items())
+        log(f"{done}/{total} steps: " + ", ".join(rates))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=600)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=1)
     return parser.parse_args()
 
 
@@ -149,13 +155,7 @@ def main() -> None:
                 rss.switch(variant)
                 run_chunk(module, optimizer, batches[variant], n, tallies[variant])
             done += n
-            log(
-                f"{done}/{args.steps} steps: "
-                + ", ".join(
-                    f"{v} {tallies[v].features / tallies[v].seconds:.1f} features/s"
-                    for v in VARIANTS
-                )
-            )
+            log_progress(done, args.steps, tallies)
     default, baseline = (tallies[v].summary() for v in VARIANTS)
     emit(
         {

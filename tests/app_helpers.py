@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
+from qa_lightning.metrics.squad_eval import read_json_file
 from qa_lightning.paths import config_dir
 
 
@@ -32,7 +32,7 @@ def compose_run_cfg(overrides: list[str], output_dir: Path, name: str = "train")
 
 def slice_squad(source: Path, target: Path, start: int, count: int) -> Path:
     """Questions ``start``..``start+count`` of an official-layout file, written in the same layout."""
-    data = json.loads(gzip.open(source, "rt", encoding="utf-8").read())
+    data = read_json_file(source)
     index, articles = 0, []
     for article in data["data"]:
         paragraphs = []
@@ -52,7 +52,7 @@ def slice_squad(source: Path, target: Path, start: int, count: int) -> Path:
 
 def texts_of(path: Path, limit: int = 400) -> list[str]:
     """Contexts and questions of an official-layout file, to train tiny tokenizers on."""
-    data = json.loads(gzip.open(path, "rt", encoding="utf-8").read())
+    data = read_json_file(path)
     texts = []
     for article in data["data"]:
         for para in article["paragraphs"]:

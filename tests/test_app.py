@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_helpers import compose_run_cfg, slice_squad, texts_of
-from tiny_backbones import FAMILIES, save_tiny_backbone
 from transformers import AutoModelForQuestionAnswering
 
+from app_helpers import compose_run_cfg, slice_squad, texts_of
 from qa_lightning import score, train
+from tiny_backbones import FAMILIES, save_tiny_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,9 @@ def tiny_models(tmp_path_factory, shared_data) -> dict[str, Path]:
     return {family: save_tiny_backbone(family, texts, root / family) for family in FAMILIES}
 
 
-def overrides_for(model_dir: Path | str, files: dict[str, Path], version: str, cache: Path) -> list[str]:
+def overrides_for(
+    model_dir: Path | str, files: dict[str, Path], version: str, cache: Path
+) -> list[str]:
     return [
         f"model.pretrained={model_dir}",
         "data=files",
@@ -58,7 +60,8 @@ def overrides_for(model_dir: Path | str, files: dict[str, Path], version: str, c
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_dev_run_every_family(family, tiny_models, squad_files, tmp_path):
     cfg = compose_run_cfg(
-        [*overrides_for(tiny_models[family], squad_files, "v2", tmp_path / "cache"), "debug=fdr"], tmp_path
+        [*overrides_for(tiny_models[family], squad_files, "v2", tmp_path / "cache"), "debug=fdr"],
+        tmp_path,
     )
     assert train.run(cfg) == {}  # fast_dev_run: one batch of each loop, no evaluation files
 
@@ -85,7 +88,13 @@ def score_files(data_file: Path, out: Path, capsys, na_prob: bool = False) -> di
 def test_minilm_trains_and_scored_predictions_equal_metrics(squad_files, tmp_path, capsys):
     out = tmp_path / "run"
     results = run_limited(
-        "minilm", squad_files, "v1", out, "trainer.max_epochs=1", "model.optimizer.lr=1e-4", "data.max_length=256"
+        "minilm",
+        squad_files,
+        "v1",
+        out,
+        "trainer.max_epochs=1",
+        "model.optimizer.lr=1e-4",
+        "data.max_length=256",
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == pytest.approx(results["validation"])
@@ -125,15 +134,21 @@ def test_resume_reaches_the_same_step_and_metrics(tiny_models, squad_files, tmp_
     first_step = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
     run_limited(tiny_models["bert"], squad_files, "v1", resumed, *no_dropout, f"ckpt_path={last}")
     state = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    expected = torch.load(
+        whole / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu"
+    )
     assert state["global_step"] == expected["global_step"] == 2 * first_step
     assert state["epoch"] == expected["epoch"]
-    assert json.loads((resumed / "metrics.json").read_text()) == json.loads((whole / "metrics.json").read_text())
+    assert json.loads((resumed / "metrics.json").read_text()) == json.loads(
+        (whole / "metrics.json").read_text()
+    )
     for key, value in expected["state_dict"].items():
         torch.testing.assert_close(state["state_dict"][key], value, msg=key)
 
 
-def test_wandb_offline_run_directory_and_no_secret_on_disk(tiny_models, squad_files, tmp_path, monkeypatch):
+def test_wandb_offline_run_directory_and_no_secret_on_disk(
+    tiny_models, squad_files, tmp_path, monkeypatch
+):
     secret = "wandb-secret-0123456789abcdef0123456789abcdef01234567"
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", secret)
@@ -167,6 +182,8 @@ def test_multirun_over_two_tiny_models_survives_a_failing_job(tiny_models, squad
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [job["status"] for job in summary] == ["ok", "ok", "failed"]
-    assert "does-not-exist" in summary[2]["error"] or "does-not-exist" in " ".join(summary[2]["overrides"])
+    assert "does-not-exist" in summary[2]["error"] or "does-not-exist" in " ".join(
+        summary[2]["overrides"]
+    )
     for job in summary[:2]:
         assert job["metrics"] and "f1" in job["metrics"]

@@ -66,7 +66,11 @@ def test_trainer_configs_compose(trainer):
     cfg = compose_cfg([f"trainer={trainer}"])
     assert cfg.trainer._target_ == "lightning.pytorch.trainer.Trainer"
     if trainer == "ddp_sim":
-        assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ("cpu", 2, "ddp")
+        assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == (
+            "cpu",
+            2,
+            "ddp",
+        )
 
 
 def test_backbone_settings_survive_trainer_defaults():
@@ -77,7 +81,11 @@ def test_backbone_settings_survive_trainer_defaults():
 
 @pytest.mark.parametrize(
     "experiment",
-    [f"{m}_{d}" for m in ("bert", "distilbert", "roberta", "deberta", "longformer") for d in ("squad", "squad_v2")],
+    [
+        f"{m}_{d}"
+        for m in ("bert", "distilbert", "roberta", "deberta", "longformer")
+        for d in ("squad", "squad_v2")
+    ],
 )
 def test_experiments_reproduce_published_recipes(experiment):
     cfg = compose_cfg([f"experiment={experiment}"])
@@ -86,7 +94,11 @@ def test_experiments_reproduce_published_recipes(experiment):
     assert cfg.data.dataset == data
     assert cfg.total_batch_size > 0 and cfg.trainer.max_epochs >= 2
     if experiment == "bert_squad":  # Devlin et al. 2019: 2 epochs, lr 3e-5, batch 32
-        assert (cfg.trainer.max_epochs, cfg.model.optimizer.lr, cfg.total_batch_size) == (2, 3e-5, 32)
+        assert (cfg.trainer.max_epochs, cfg.model.optimizer.lr, cfg.total_batch_size) == (
+            2,
+            3e-5,
+            32,
+        )
 
 
 @pytest.mark.parametrize("debug", ["fdr", "limit", "overfit"])
@@ -106,11 +118,17 @@ def test_hparams_search_uses_optuna_and_optimises_val_f1():
     cfg = compose_cfg(["hparams_search=optuna"])
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.optimized_metric == "val/f1" and cfg.hydra.sweeper.direction == "maximize"
-    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "data.batch_size", "model.scheduler.warmup_ratio"}
+    assert set(cfg.hydra.sweeper.params) == {
+        "model.optimizer.lr",
+        "data.batch_size",
+        "model.scheduler.warmup_ratio",
+    }
 
 
 def test_eval_and_predict_configs_compose():
-    cfg = compose_cfg(["ckpt_path=x.ckpt", "data=files", "data.validation_file=dev.json"], name="eval")
+    cfg = compose_cfg(
+        ["ckpt_path=x.ckpt", "data=files", "data.validation_file=dev.json"], name="eval"
+    )
     assert cfg.data.train_file is None
     cfg = compose_cfg(["model_path=m", "question=q", "context=c"], name="predict")
     assert cfg.top_k == 3
@@ -127,3 +145,18 @@ def test_missing_required_value_is_reported():
     cfg = compose_cfg(["data=files"])
     with pytest.raises(Exception, match="train_file"):
         OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+
+
+def test_entry_point_finds_its_configs_from_any_directory(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa_lightning", "--cfg", "job", "model=deberta"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pretrained: microsoft/deberta-v3-base" in proc.stdout

@@ -24,7 +24,7 @@ from qa_lightning.decoding import (
 from qa_lightning.paths import minilm_dir
 from reference_decode import postprocess_qa_predictions
 
-FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index", "feature_index")
+FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index")
 
 
 # --- real data -----------------------------------------------------------------------------------
@@ -56,8 +56,7 @@ def load_eval_data(
     columns = {key: [r[key] for r in records] for key in ("id", "question", "context", "answers")}
     feats = prepare_eval_features(columns, _tokenizer(), max_length, doc_stride)
     features = [
-        {key: feats[key][i] for key in FEATURE_KEYS if key != "feature_index"}
-        | {"feature_index": i}
+        {key: feats[key][i] for key in FEATURE_KEYS} | {"feature_index": i}
         for i in range(len(feats["input_ids"]))
     ]
     answers = [list(a["text"]) for a in columns["answers"]]
@@ -99,9 +98,11 @@ def streaming_decode(
     batches: list[dict[str, torch.Tensor]],
     *,
     with_nbest: bool = False,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
     **kwargs: Any,
 ) -> Any:
-    decoder = StreamingDecoder(with_nbest=with_nbest)
+    decoder = StreamingDecoder(n_best_size, max_answer_length, with_nbest=with_nbest)
     for batch in batches:
         decoder.update(
             batch["start_logits"],
@@ -127,11 +128,16 @@ def assert_nbest_equal(ours: dict[str, list[dict]], reference: dict[str, list[di
         )
 
 
-def assert_agreement(data: EvalData, batches: list, version_2: bool) -> None:
-    """Answers, score diffs and n-best lists of both decoders equal the reference's exactly."""
-    predictions, diffs, nbest = reference_outputs(data, batches, version_2_with_negative=version_2)
-    fast = streaming_decode(data, batches, version_2=version_2)
-    full = streaming_decode(data, batches, version_2=version_2, with_nbest=True)
+def assert_agreement(data: EvalData, batches: list, version_2: bool, **params: Any) -> None:
+    """Answers, score diffs and n-best lists of both decoders equal the reference's exactly.
+
+    ``params``: ``n_best_size``, ``max_answer_length``, ``null_score_diff_threshold``.
+    """
+    predictions, diffs, nbest = reference_outputs(
+        data, batches, version_2_with_negative=version_2, **params
+    )
+    fast = streaming_decode(data, batches, version_2=version_2, **params)
+    full = streaming_decode(data, batches, version_2=version_2, with_nbest=True, **params)
     for decoded in (fast, full):
         assert decoded.predictions == predictions
         assert (decoded.na_probs or {}) == diffs
@@ -155,6 +161,15 @@ def test_agrees_with_reference_on_real_features(
     assert len(data.ids) == limit
     batches = random_batches(data.features, batch_size=48, seed=limit, low=low)
     assert_agreement(data, batches, version_2)
+
+
+@pytest.mark.parametrize("name", SQUAD_FILES)
+def test_agrees_with_reference_with_other_settings(shared_data: Path, name: str) -> None:
+    file, version_2 = SQUAD_FILES[name]
+    data = load_eval_data(shared_data / "squad" / file, 600, 96, 32)
+    batches = random_batches(data.features, batch_size=33, seed=5)
+    params = {"n_best_size": 5, "max_answer_length": 8, "null_score_diff_threshold": -0.5}
+    assert_agreement(data, batches, version_2, **params)
 
 
 @pytest.mark.slow
@@ -302,3 +317,9 @@ def test_nbest_probabilities_sum_to_one(shared_data: Path, version_2: bool) -> N
 def test_empty_decoder() -> None:
     decoded = StreamingDecoder(with_nbest=True).decode(["a"], ["x"], version_2=True)
     assert decoded.predictions == {} and decoded.na_probs == {} and decoded.nbest == {}
+
+
+def test_example_index_out_of_range_is_an_error() -> None:
+    candidates = _single([0.0, 1.0], [0.0, 1.0], [(-1, -1), (0, 2)])
+    with pytest.raises(ValueError, match="out of range"):
+        decode(candidates, torch.tensor([1]), torch.tensor([0]), ["only"], ["ab"])

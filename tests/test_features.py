@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from tiny_backbones import build_tokenizer
 from transformers import AutoTokenizer
 
 from qa_lightning.data.collate import QACollator
@@ -17,7 +14,9 @@ from qa_lightning.data.features import (
     prepare_train_features,
     tokenize_windows,
 )
+from qa_lightning.metrics.squad_eval import read_json_file
 from qa_lightning.paths import minilm_dir
+from tiny_backbones import build_tokenizer
 
 N_QUESTIONS = 2000
 MAX_LENGTH, STRIDE = 192, 64  # small windows: many answers fall outside some window
@@ -25,7 +24,7 @@ MAX_LENGTH, STRIDE = 192, 64  # small windows: many answers fall outside some wi
 
 def flat_examples(path: Path, limit: int) -> dict[str, list]:
     """The first ``limit`` questions of an official-layout file, as hub-style columns."""
-    data = json.loads(gzip.open(path, "rt", encoding="utf-8").read())["data"]
+    data = read_json_file(path)["data"]
     cols: dict[str, list] = {"id": [], "context": [], "question": [], "answers": []}
     for article in data:
         for para in article["paragraphs"]:
@@ -67,7 +66,9 @@ INSIDE_TOKEN_RATE = {"minilm": 0.02, "bert": 0.02, "roberta": 0.03, "deberta": 0
 
 
 def _token_starts_ends(offsets, first, last):
-    return {offsets[i][0] for i in range(first, last + 1)}, {offsets[i][1] for i in range(first, last + 1)}
+    return {offsets[i][0] for i in range(first, last + 1)}, {
+        offsets[i][1] for i in range(first, last + 1)
+    }
 
 
 def check_round_trip(examples: dict[str, list], tok) -> Counter:
@@ -133,7 +134,9 @@ def test_round_trip_on_real_dev_data(request, dev_examples, tokenizer, version):
 
 def test_offsets_never_start_with_space(dev_examples, tokenizer):
     ex = dev_examples["1.1"]
-    feats = prepare_eval_features(ex, tokenizer, MAX_LENGTH, STRIDE, indices=list(range(len(ex["id"]))))
+    feats = prepare_eval_features(
+        ex, tokenizer, MAX_LENGTH, STRIDE, indices=list(range(len(ex["id"])))
+    )
     for offsets, e in zip(feats["offset_mapping"][:300], feats["example_index"][:300], strict=True):
         context = ex["context"][e]
         for s, t in offsets:
@@ -156,7 +159,9 @@ def test_left_padding_tokenizer_puts_context_first_and_collator_shifts(dev_examp
         assert batch["start_positions"][i] == row["start_positions"] + pad
         assert batch["input_ids"][i, batch["cls_index"][i]] == tok.cls_token_id
         start = int(batch["start_positions"][i])
-        assert batch["offset_mapping"][i, start].tolist() == list(row["offset_mapping"][row["start_positions"]])
+        assert batch["offset_mapping"][i, start].tolist() == list(
+            row["offset_mapping"][row["start_positions"]]
+        )
 
 
 def test_collator_pads_to_multiple_of_8_or_max_length(dev_examples):
@@ -166,7 +171,10 @@ def test_collator_pads_to_multiple_of_8_or_max_length(dev_examples):
     rows = [{k: feats[k][i] for k in feats} for i in range(len(feats["input_ids"]))]
     batch = QACollator(tok)(rows)
     longest = max(len(r["input_ids"]) for r in rows)
-    assert batch["input_ids"].shape[1] % 8 == 0 and longest <= batch["input_ids"].shape[1] < longest + 8
+    assert (
+        batch["input_ids"].shape[1] % 8 == 0
+        and longest <= batch["input_ids"].shape[1] < longest + 8
+    )
     assert batch["offset_mapping"].shape == (*batch["input_ids"].shape, 2)
     assert (batch["attention_mask"].sum(1).tolist()) == [len(r["input_ids"]) for r in rows]
     static = QACollator(tok, max_length=384)(rows)

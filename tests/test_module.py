@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -140,22 +141,24 @@ def train_batch(pretrained: str, n: int = 6) -> dict[str, torch.Tensor]:
 def test_overfits_a_batch(backbones, backbone):
     torch.manual_seed(0)
     module = QALightningModule(backbones[backbone])
-    batch = train_batch(backbones[backbone], n=4)
+    minilm = backbone == "minilm"
+    batch = train_batch(backbones[backbone], n=2 if minilm else 4)
     inputs = module.model_inputs(batch)
     assert ("token_type_ids" in inputs) == (backbone in ("bert", "minilm"))
     assert ("global_attention_mask" in inputs) == (backbone == "longformer")
 
-    lr = 3e-4 if backbone == "minilm" else 1e-2
+    lr = 5e-4 if minilm else 1e-2
     optimizer = build_optimizer(module.model, {"_target_": "torch.optim.AdamW", "lr": lr})
     module.model.eval()  # no dropout: the loss must go down step after step
     losses = []
-    for _ in range(5):
+    for _ in range(4):
         loss = span_loss(*module(batch), batch["start_positions"], batch["end_positions"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -166,7 +169,7 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
         optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.01),
         scheduler=partial(linear_warmup_decay, warmup_ratio=0.5),
     )
-    fit_trainer = trainer(limit_train_batches=4, accumulate_grad_batches=2)
+    fit_trainer = trainer(limit_train_batches=2, accumulate_grad_batches=2)
     fit_trainer.fit(module, datamodule=dm)
 
     logged = fit_trainer.callback_metrics
@@ -181,7 +184,7 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
     assert 0.0 <= logged["val/exact_match"] <= logged["val/f1"] <= 100.0
     assert set(module.last_metrics) >= {"exact_match", "f1"}
     assert set(module.last_predictions) == set(dm.examples("validation")["id"])
-    # total steps (2: 4 batches, accumulating 2) came from the trainer: decayed to 0 after the last
+    # total steps (1: 2 batches, accumulating 2) came from the trainer: decayed to 0 after the last
     assert fit_trainer.optimizers[0].param_groups[0]["lr"] == 0.0
     assert fit_trainer.lr_scheduler_configs[0].interval == "step"
 

@@ -33,7 +33,9 @@ def wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> BertTok
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    )
     return BertTokenizerFast(vocab=tok.get_vocab(), do_lower_case=True)
 
 
@@ -48,7 +50,10 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> RobertaTokeni
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
-    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in json.loads(tok.to_str())["model"]["merges"]]
+    merges = [
+        tuple(m.split()) if isinstance(m, str) else tuple(m)
+        for m in json.loads(tok.to_str())["model"]["merges"]
+    ]
     return RobertaTokenizerFast(vocab=tok.get_vocab(), merges=merges)
 
 
@@ -58,13 +63,16 @@ def unigram_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> DebertaV2
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
     tok.train_from_iterator(
-        texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]")
+        texts,
+        trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]"),
     )
     vocab = [tuple(item) for item in json.loads(tok.to_str())["model"]["vocab"]]
     return DebertaV2TokenizerFast(vocab=vocab)
 
 
-def build_tokenizer(family: str, texts: list[str], vocab_size: int = 4000) -> PreTrainedTokenizerBase:
+def build_tokenizer(
+    family: str, texts: list[str], vocab_size: int = 4000
+) -> PreTrainedTokenizerBase:
     """The tokenizer of a backbone family, trained on ``texts``."""
     if family == "bert":
         return wordpiece_tokenizer(texts, vocab_size)
@@ -75,7 +83,9 @@ def build_tokenizer(family: str, texts: list[str], vocab_size: int = 4000) -> Pr
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
-def tiny_config(family: str, tokenizer: PreTrainedTokenizerBase, max_positions: int = 1100) -> PretrainedConfig:
+def tiny_config(
+    family: str, tokenizer: PreTrainedTokenizerBase, max_positions: int = 1100
+) -> PretrainedConfig:
     """A tiny randomly initialised model config of a backbone family, sized to ``tokenizer``."""
     common = dict(
         vocab_size=len(tokenizer),
@@ -118,7 +128,9 @@ def tiny_config(family: str, tokenizer: PreTrainedTokenizerBase, max_positions: 
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
-def save_tiny_backbone(family: str, texts: list[str], directory: Path, vocab_size: int = 2000) -> Path:
+def save_tiny_backbone(
+    family: str, texts: list[str], directory: Path, vocab_size: int = 2000
+) -> Path:
     """Write a tiny random QA model and its tokenizer to ``directory`` (loadable by ``from_pretrained``)."""
     tokenizer = build_tokenizer(family, texts, vocab_size)
     model = AutoModelForQuestionAnswering.from_config(tiny_config(family, tokenizer))

@@ -270,7 +270,9 @@ class SquadDataModule(LightningDataModule):
         return self._eval_dataloader("predict")
 
 
-def _eval_features_with_indices(examples: dict[str, list], indices: list[int], **kwargs: object) -> dict:
+def _eval_features_with_indices(
+    examples: dict[str, list], indices: list[int], **kwargs: object
+) -> dict:
     """``prepare_eval_features`` in the argument order of ``datasets.map(with_indices=True)``."""
     return prepare_eval_features(examples, indices=indices, **kwargs)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -30,6 +29,12 @@ class SquadMetric(Metric):
     ``predictions`` holds ``{question id: answer}`` and, for v2.0, ``na_probs`` holds
     ``{question id: null_score - best_span_score}`` (the official ``--na-prob-file`` content).
     Questions none of whose features were seen get no prediction and score 0.
+
+    ``compute`` returns the official figures as floats: v1.1 ``exact_match``, ``f1``; v2.0
+    ``exact``, ``f1``, ``total``, ``HasAns_*``, ``NoAns_*`` and ``best_exact``/``best_f1`` with
+    their thresholds. Only the best span of each feature is kept (``n_best_size`` still sets the
+    candidate starts and ends). Decoding ranks the logits of padded positions too (the classic
+    rule): mask them (e.g. to -1e4) so that the results cannot depend on batch composition.
     """
 
     is_differentiable = False
@@ -92,7 +97,7 @@ class SquadMetric(Metric):
         for name, value in zip(_STATES, values, strict=True):
             getattr(self, name).append(value)
 
-    def compute(self) -> dict[str, Tensor]:
+    def compute(self) -> dict[str, float]:
         """Decode every question seen (on every process) and score it; also sets predictions."""
         if not self.ids:
             raise RuntimeError("SquadMetric.set_examples() must be called before compute()")
@@ -110,10 +115,7 @@ class SquadMetric(Metric):
         )
         self.predictions = decoded.predictions
         self.na_probs = decoded.na_probs or {}
-        scores = self._score()
-        return {
-            key: torch.tensor(float(value), dtype=torch.float64) for key, value in scores.items()
-        }
+        return {key: float(value) for key, value in self._score().items()}
 
     def _score(self) -> dict[str, float]:
         if not self.version_2:

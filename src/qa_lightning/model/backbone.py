@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import get_session
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -55,17 +57,13 @@ def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
 
 def hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` is set (read now, not at import time like huggingface_hub)."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+    return hub_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """One HEAD request to the hub endpoint, no retries."""
-    from huggingface_hub import constants, get_session
-
     try:
-        get_session().head(constants.ENDPOINT, timeout=timeout)
+        get_session().head(hub_constants.ENDPOINT, timeout=timeout)
     except Exception:  # any transport error (DNS, refused, timeout, proxy) means unreachable
         return False
     return True
@@ -88,9 +86,7 @@ def _from_hub_or_cache(name: str, load: Callable[..., T], **kwargs: Any) -> T:
     elif hub_reachable():
         return load(name, **kwargs)
     else:
-        from huggingface_hub import constants
-
-        reason = f"the Hugging Face hub ({constants.ENDPOINT}) is unreachable"
+        reason = f"the Hugging Face hub ({hub_constants.ENDPOINT}) is unreachable"
     try:
         return load(name, local_files_only=True, **kwargs)
     except OSError as err:
