@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.errors import QALightningError
 from qa_lightning.model.backbone import load_tokenizer
 from qa_lightning.model.module import QALightningModule
 
@@ -18,17 +20,32 @@ def is_hf_model_dir(path: str | Path) -> bool:
 
 
 def load_module(path: str | Path, **overrides: object) -> QALightningModule:
-    """A ``QALightningModule`` from a ``.ckpt`` (weights_only load) or a ``save_pretrained`` directory."""
+    """A ``QALightningModule`` from a ``.ckpt`` or a ``save_pretrained`` directory, loaded safely.
+
+    Checkpoints load with ``torch.load(weights_only=True)`` and model directories through
+    ``from_pretrained`` (safetensors, or ``weights_only`` for ``.bin``): a file that holds any
+    other pickled object is refused with a :class:`QALightningError`, never executed.
+    ``trust_remote_code`` stays off unless passed here or set in the checkpoint's config.
+    """
     path = Path(path)
-    if is_hf_model_dir(path):
-        return QALightningModule(pretrained=str(path), **overrides)
-    if not path.is_file():
+    if not is_hf_model_dir(path) and not path.is_file():
         raise FileNotFoundError(
             f"{path}: neither a checkpoint file nor a model directory with config.json"
         )
-    return QALightningModule.load_from_checkpoint(
-        path, map_location="cpu", weights_only=True, **overrides
-    )
+    try:
+        if is_hf_model_dir(path):
+            return QALightningModule(pretrained=str(path), **overrides)
+        return QALightningModule.load_from_checkpoint(
+            path, map_location="cpu", weights_only=True, **overrides
+        )
+    except pickle.UnpicklingError as err:
+        lines = [line for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
+        reason = (lines or str(err).strip().splitlines() or ["unsafe pickle"])[0].strip()
+        raise QALightningError(
+            f"refusing to load {path}: it holds pickled objects other than tensors and plain "
+            f"values, which could run code when loaded ({reason}). Only weights_only-safe "
+            "checkpoints and safetensors model directories are loaded."
+        ) from err
 
 
 def tokenizer_for(path: str | Path, module: QALightningModule) -> PreTrainedTokenizerBase:

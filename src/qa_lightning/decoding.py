@@ -35,6 +35,11 @@ NO_SPAN_SCORE = -1e4
 NEG_INF = float("-inf")
 
 
+def mask_padding(logits: Tensor, attention_mask: Tensor) -> Tensor:
+    """Padded positions get the lowest logit, so answers never depend on how a batch was padded."""
+    return logits.masked_fill(attention_mask == 0, torch.finfo(logits.dtype).min)
+
+
 class SpanCandidates(NamedTuple):
     """Best spans per row (a feature or an example), best first; empty slots score ``-inf``.
 
@@ -438,7 +443,10 @@ def decode(
     null_score_diff_threshold: float = 0.0,
     with_nbest: bool = False,
 ) -> DecodedPredictions:
-    """Merge per-feature candidates per example and finalize (``ids``/``contexts`` by example row)."""
+    """Merge per-feature candidates per example and finalize (``ids``/``contexts`` by example row).
+
+    ``with_nbest`` needs candidates with ``n_best_size`` spans per feature (not ``num_spans=1``).
+    """
     merged, has_features = merge_candidates(candidates, example_index, feature_index, len(ids))
     return finalize(
         merged,

@@ -30,6 +30,8 @@ except ImportError as err:  # pragma: no cover - depends on the install
         "qa-lightning-serve needs FastAPI and uvicorn: pip install 'qa_lightning[serve]'"
     ) from err
 
+from qa_lightning.errors import DataFormatError
+
 log = logging.getLogger(__name__)
 
 WEB_PAGE = Path(__file__).resolve().parent / "web" / "index.html"
@@ -111,14 +113,15 @@ def _parse_item(obj: Any, index: int | None, limits: Limits) -> Item:
         if not value.strip():
             raise RequestError(422, name, "must not be empty", index)
         if len(value) > limit:
-            raise RequestError(
-                413, name, f"{len(value)} characters, the limit is {limit}", index
-            )
+            raise RequestError(413, name, f"{len(value)} characters, the limit is {limit}", index)
         texts[name] = value
     top_k = obj.get("top_k", 1)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= limits.max_top_k:
         raise RequestError(
-            422, "top_k", f"must be an integer from 1 to {limits.max_top_k}, got {top_k!r}", index
+            422,
+            "top_k",
+            f"must be an integer from 1 to {limits.max_top_k}, got {top_k!r:.40}",
+            index,
         )
     return Item(texts["question"], texts["context"], top_k)
 
@@ -163,15 +166,20 @@ class DynamicBatcher:
             self._executor.shutdown(wait=True)
         self._task = self._executor = None
 
-    async def submit(self, items: Sequence[Item]) -> list[Answers]:
-        """Answers to ``items``, in order (each item is batched with others independently)."""
+    async def submit(self, items: Sequence[Item]) -> list[Answers | Exception]:
+        """Answers to ``items`` in order, or the exception an item raised.
+
+        Each item is batched with others independently.
+        """
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() has not been awaited")
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future()) for item in items]
         for entry in pending:
             self._queue.put_nowait(entry)
-        return list(await asyncio.gather(*(entry.future for entry in pending)))
+        return list(
+            await asyncio.gather(*(entry.future for entry in pending), return_exceptions=True)
+        )
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
@@ -252,6 +260,17 @@ async def _read_body(request: Request, limit: int) -> Any:
         raise RequestError(422, "body", f"not valid JSON: {err}") from err
 
 
+def _as_request_error(err: Exception, index: int | None) -> RequestError:
+    """A model-side error of one item: 422 when the input is at fault (``ValueError``), else 500."""
+    if isinstance(err, ValueError):
+        message = str(err)
+        if isinstance(err, DataFormatError) and (err.qid or err.field) is not None:
+            message = message.split(": ", 1)[-1]  # drop "question id '0'": a position in a batch
+        return RequestError(422, getattr(err, "field", None) or "body", message, index)
+    log.error("inference failed", exc_info=err)
+    return RequestError(500, "model", f"inference failed: {type(err).__name__}: {err}", index)
+
+
 def create_app(
     answer: AnswerFn,
     *,
@@ -274,7 +293,8 @@ def create_app(
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="qa_lightning", lifespan=lifespan)
+    # No /docs or /redoc: they load their scripts from a CDN. /openapi.json stays.
+    app = FastAPI(title="qa_lightning", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
 
     @app.exception_handler(RequestError)
@@ -284,13 +304,10 @@ def create_app(
     @app.post("/answer")
     async def answer_route(request: Request) -> JSONResponse:
         items, single = parse_items(await _read_body(request, limits.max_body_bytes), limits)
-        try:
-            results = await batcher.submit(items)
-        except ValueError as err:  # DataFormatError and the like: the input's fault
-            raise RequestError(422, getattr(err, "field", None) or "body", str(err)) from err
-        except Exception as err:
-            log.exception("inference failed")
-            return JSONResponse({"detail": f"inference failed: {err}"}, status_code=500)
+        results = await batcher.submit(items)
+        for i, result in enumerate(results):
+            if isinstance(result, Exception):
+                raise _as_request_error(result, None if single else i)
         answers = [{"answers": found} for found in results]
         return JSONResponse(answers[0] if single else answers)
 
@@ -316,12 +333,16 @@ def create_app(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qa-lightning-serve", description=__doc__.split("\n\n")[0]
+        prog="qa-lightning-serve",
+        description="Serve a trained QA model over HTTP: POST /answer, GET /health, a web page at /.",
     )
     parser.add_argument("path", help="hf_model/ directory, Lightning .ckpt, or hub model name")
     parser.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=32, help="items per model call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch fills")
     parser.add_argument(
@@ -344,7 +365,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: reachable beyond this machine, with no authentication", args.host)
+        log.warning(
+            "listening on %s: reachable beyond this machine, with no authentication", args.host
+        )
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     qa = QuestionAnswerer.from_pretrained(args.path, device=args.device)
     limits = Limits(
         max_context_chars=args.max_context_chars,

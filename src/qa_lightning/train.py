@@ -16,11 +16,18 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from qa_lightning.errors import QALightningError
 from qa_lightning.outputs import write_eval_outputs
 from qa_lightning.paths import config_dir
+from qa_lightning.reliability import (
+    ensure_writable,
+    remove_stale_temp_files,
+    replace_directory,
+    resume_checkpoint,
+)
 from qa_lightning.runtime import guard_multirun_job, log_hyperparameters
 
 log = logging.getLogger(__name__)
@@ -100,14 +107,30 @@ def check_required(cfg: DictConfig) -> None:
         )
 
 
+def checkpoint_dir(trainer: L.Trainer, output_dir: Path) -> Path:
+    """Where the checkpoints go: the first ``ModelCheckpoint``'s directory, else ``checkpoints/``."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return Path(callback.dirpath)
+    return output_dir / "checkpoints"
+
+
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """The whole job; returns the final metrics per evaluated split."""
     check_required(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        ensure_writable(output_dir)
     datamodule, model, trainer = build(cfg)
     log_hyperparameters(trainer, cfg)
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        checkpoints = checkpoint_dir(trainer, output_dir)
+        if trainer.is_global_zero:
+            remove_stale_temp_files(checkpoints)
+        ckpt_path = resume_checkpoint(
+            cfg.get("ckpt_path"), bool(cfg.get("auto_resume", False)), checkpoints
+        )
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.interrupted:
             log.warning(
                 "Training was interrupted; resume with ckpt_path=last and hydra.run.dir=%s",
@@ -120,7 +143,10 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         log.info("Evaluating %s", ckpt or "the current weights")
         results = evaluate_splits(trainer, model, datamodule, ckpt, output_dir)
     if cfg.get("save_hf_model", True) and trainer.is_global_zero and not trainer.fast_dev_run:
-        model.save_hf_model(output_dir / "hf_model", tokenizer=datamodule.tokenizer)
+        replace_directory(
+            output_dir / "hf_model",
+            lambda tmp: model.save_hf_model(tmp, tokenizer=datamodule.tokenizer),
+        )
     for split, metrics in results.items():
         log.info(
             "%s: %s",

@@ -16,9 +16,11 @@ from transformers import PreTrainedTokenizerBase
 from qa_lightning.data.cache import cached_features, default_cache_dir, features_key
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features, prepare_train_features
-from qa_lightning.data.samplers import LengthGroupedSampler, sorted_by_length
-from qa_lightning.data.sources import detect_version, load_examples
+from qa_lightning.data.samplers import LengthGroupedSampler, SeededRandomSampler, sorted_by_length
+from qa_lightning.data.sources import count_unanswerable, detect_version, load_examples
 from qa_lightning.data.splits import limit_examples, split_examples
+from qa_lightning.errors import DataFormatError
+from qa_lightning.reliability import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,29 @@ class SquadDataModule(LightningDataModule):
             return self._version_2
         return any(detect_version(ds) == "2.0" for ds in self._examples.values())
 
+    def _check_version(self) -> None:
+        """An explicit ``version_2`` that contradicts the data: an error (v1.1 asked, v2.0 given)
+        or a warning (v2.0 asked, no unanswerable question: scored by the v2.0 rules)."""
+        if self._version_2 is None:
+            return
+        counts = {
+            split: count_unanswerable(ds) for split, ds in self._examples.items() if split in SPLITS
+        }
+        if self._version_2 is False:
+            for split, count in counts.items():
+                if count:
+                    raise DataFormatError(
+                        f"version_2=false (SQuAD v1.1) but the {split} data has {count:,} "
+                        "unanswerable questions: it is SQuAD v2.0 data. Set data.version_2=true, "
+                        "or null to detect the version.",
+                        path=str(self._source(split)),
+                    )
+        elif counts and not any(counts.values()):
+            log.warning(
+                "version_2=true but no question is unanswerable (SQuAD v1.1 data): the model may "
+                "still answer '' and is scored by the v2.0 rules (HasAns figures only)."
+            )
+
     def set_predict_examples(self, examples: datasets.Dataset) -> None:
         """Examples to answer in ``predict_dataloader`` (answers may be empty)."""
         self._examples["predict"] = examples
@@ -177,6 +202,7 @@ class SquadDataModule(LightningDataModule):
         key = features_key(examples, self.tokenizer, **params)
 
         def build() -> datasets.Dataset:
+            log.info("Tokenizing %s: %d examples", split, len(examples))
             fn = prepare_train_features if for_train else _eval_features_with_indices
             return examples.map(
                 partial(
@@ -207,6 +233,7 @@ class SquadDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self._examples or set(self._examples) == {"predict"}:
             self._examples.update(self._load_all_examples())
+            self._check_version()
         wanted = {
             "fit": ("train", "validation"),
             "validate": ("validation",),
@@ -234,15 +261,17 @@ class SquadDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Seeded order per epoch; resumable mid-epoch (see ``ResumableDataLoader``)."""
         features = self.features("train")
-        sampler = None
         if self.group_by_length:
             sampler = LengthGroupedSampler(_lengths(features), self.batch_size, seed=self.seed)
-        return DataLoader(
+        else:
+            sampler = SeededRandomSampler(len(features), seed=self.seed)
+        return ResumableDataLoader(
             features,
             batch_size=self.batch_size,
             sampler=sampler,
-            shuffle=sampler is None,
+            shuffle=False,
             collate_fn=self.collator(),
             drop_last=False,
             **self.loader_options,

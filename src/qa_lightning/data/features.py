@@ -5,13 +5,25 @@ A context longer than ``max_length`` becomes several features (windows) that ove
 inside its window, else the CLS index (also for unanswerable questions). Evaluation features
 also carry the example they came from and character offsets masked to context tokens, which the
 decoder uses to slice answers out of the original context.
+
+Bad input never crashes the tokenizer: a question too long to leave more than ``doc_stride``
+context tokens per window is cut to fit (counted in a warning); a context that yields no tokens
+(only control or zero-width characters) gives a window without context tokens (no answer); a
+string that is not valid Unicode text (lone surrogates, from undecodable bytes) is a
+:class:`~qa_lightning.errors.DataFormatError` naming the example and the field.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
+
+from qa_lightning.errors import DataFormatError
+
+log = logging.getLogger(__name__)
 
 NOT_CONTEXT = (-1, -1)
 
@@ -29,12 +41,46 @@ def offsets_include_leading_space(tokenizer: PreTrainedTokenizerBase) -> bool:
     return any(start == 2 for start, _ in offsets)
 
 
-def tokenize_windows(
-    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+def question_token_budget(
+    tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+) -> int:
+    """The most question tokens that leave more than ``doc_stride`` context tokens per window."""
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - doc_stride - 1
+    if budget < 1:
+        raise ValueError(
+            f"max_length={max_length} with doc_stride={doc_stride} leaves no room for a question: "
+            "lower doc_stride or raise max_length"
+        )
+    return budget
+
+
+def fit_questions(
+    questions: list[str], tokenizer: PreTrainedTokenizerBase, budget: int
+) -> tuple[list[str], int]:
+    """Cut every question longer than ``budget`` tokens at a token boundary; returns how many."""
+    fitted, cut = list(questions), 0
+    for i, question in enumerate(questions):
+        keep = budget
+        while question and len(offsets := _offsets(tokenizer, question)) > budget:
+            # a re-tokenized prefix may still be too long: then keep one token less
+            question = question[: offsets[keep - 1][1]] if keep > 0 else ""
+            keep -= 1
+        if question != questions[i]:
+            fitted[i], cut = question, cut + 1
+    return fitted, cut
+
+
+def _offsets(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
+def _encode_pairs(
+    questions: list[str],
+    contexts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
 ) -> Any:
-    """Tokenize question/context pairs into overlapping windows, with offsets and sample mapping."""
-    questions = [q.lstrip() for q in examples["question"]]
-    contexts = examples["context"]
     second = context_comes_second(tokenizer)
     return tokenizer(
         questions if second else contexts,
@@ -48,8 +94,67 @@ def tokenize_windows(
     )
 
 
+def _is_truncation_failure(err: BaseException) -> bool:
+    """The tokenizer's error (or Rust panic) when a question leaves too little room for context."""
+    return type(err).__name__ == "PanicException" or "Truncation error" in str(err)
+
+
+def check_text(examples: dict[str, list]) -> None:
+    """Raise a ``DataFormatError`` for the first question or context that is not valid text."""
+    ids = examples.get("id")
+    for field in ("question", "context"):
+        for row, value in enumerate(examples[field]):
+            qid = str(ids[row]) if ids is not None else None
+            if not isinstance(value, str):
+                raise DataFormatError(
+                    f"row {row}: must be a string, got {type(value).__name__}", qid=qid, field=field
+                )
+            bad = next((i for i, ch in enumerate(value) if "\ud800" <= ch <= "\udfff"), None)
+            if bad is not None:
+                raise DataFormatError(
+                    f"row {row}: not valid Unicode text: lone surrogate {value[bad]!r} at character "
+                    f"{bad} (bytes that are not UTF-8?)",
+                    qid=qid,
+                    field=field,
+                )
+
+
+def tokenize_windows(
+    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+) -> Any:
+    """Tokenize question/context pairs into overlapping windows, with offsets and sample mapping.
+
+    Questions too long for a window are cut to :func:`question_token_budget` tokens (a warning
+    counts them); the tokenizer would otherwise fail (or panic, aborting the process).
+    """
+    questions = [q.lstrip() if isinstance(q, str) else q for q in examples["question"]]
+    contexts = examples["context"]
+    try:
+        return _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+    except TypeError:  # e.g. "TextInputSequence must be str" for lone surrogates
+        check_text(examples)
+        raise
+    except BaseException as err:  # the Rust tokenizer's PanicException is a BaseException
+        if not _is_truncation_failure(err):
+            raise
+    budget = question_token_budget(tokenizer, max_length, doc_stride)
+    questions, cut = fit_questions(questions, tokenizer, budget)
+    log.warning(
+        "%d of %d questions are longer than %d tokens: cut to fit windows of max_length=%d "
+        "with doc_stride=%d",
+        cut,
+        len(questions),
+        budget,
+        max_length,
+        doc_stride,
+    )
+    return _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+
+
 def _context_span(sequence_ids: list[int | None], context_id: int) -> tuple[int, int]:
-    """First and last token index of the context in a feature."""
+    """First and last token index of the context in a feature (``first > last`` when it has none)."""
+    if context_id not in sequence_ids:  # a context of only control or zero-width characters
+        return len(sequence_ids), len(sequence_ids) - 1
     first = sequence_ids.index(context_id)
     last = len(sequence_ids) - 1 - sequence_ids[::-1].index(context_id)
     return first, last
@@ -68,7 +173,7 @@ def _answer_tokens(
     offsets: list, first: int, last: int, start_char: int, end_char: int
 ) -> tuple[int, int] | None:
     """Token indices of the answer's first and last token, or None when outside the window."""
-    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+    if first > last or offsets[first][0] > start_char or offsets[last][1] < end_char:
         return None
     start = first
     while start <= last and offsets[start][0] <= start_char:

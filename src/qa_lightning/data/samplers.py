@@ -1,4 +1,8 @@
-"""Length-aware ordering: less padding per batch, so fewer wasted FLOPs."""
+"""Training orders: length-aware (less padding per batch, so fewer wasted FLOPs) or plain random.
+
+Both depend only on ``(seed, epoch)``, never on the global random state, so a run restarted
+mid-epoch sees the same order (see :class:`qa_lightning.reliability.ResumableDataLoader`).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,26 @@ class LengthGroupedSampler(Sampler[int]):
             )
         for index in rng.permutation(len(batches)):
             yield from batches[index].tolist()
+
+
+class SeededRandomSampler(Sampler[int]):
+    """A random permutation per epoch drawn from ``(seed, epoch)`` (``set_epoch`` or each new pass)."""
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        yield from rng.permutation(self.num_samples).tolist()
 
 
 def sorted_by_length(features: datasets.Dataset, lengths: np.ndarray) -> datasets.Dataset:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.decoding import mask_padding
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.optim import FactorySpec, build_optimizer, from_spec, to_spec
@@ -258,6 +259,8 @@ class QALightningModule(LightningModule):
                 f"No {prefix} examples to score: use a datamodule with examples() or call "
                 f"set_eval_examples({prefix!r}, examples)."
             )
+        mask = batch["attention_mask"]
+        start, end = mask_padding(start, mask), mask_padding(end, mask)
         self.metrics[prefix].update(start, end, *(batch[key] for key in EVAL_KEYS))
 
     def _eval_epoch_end(self, prefix: str) -> None:
