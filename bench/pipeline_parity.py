@@ -13,9 +13,10 @@
    ``agreement_answers`` and ``agreement_offsets`` (target 1.0), ``max_score_diff``.
 
 Questions: ``--n`` seeded random questions of each of dev-v1.1 and dev-v2.0 plus the ``--long``
-questions with the longest contexts (several windows each). The model: ``--model``, else the
-newest ``outputs/train/runs/*/hf_model`` (fine-tuned), else the packaged MiniLM with a seeded
-random QA head saved under ``.cache/pipeline_parity/`` (answers meaningless, parity still exact).
+questions with the longest contexts (several windows each). The model: ``--model DIR``, else the
+newest ``outputs/train/runs/*/hf_model`` or ``checkpoints/last.ckpt`` (fine-tuned), else (or with
+``--model random``) the packaged MiniLM with a seeded random QA head, saved under
+``.cache/pipeline_parity/`` (answers meaningless, parity still exact).
 """
 
 from __future__ import annotations
@@ -58,18 +59,39 @@ def ensure_venv(venv: Path, torch_spec: str) -> Path:
 
 
 def choose_model(model: str | None) -> tuple[Path, str]:
-    """The model directory and what it is (``given``, ``fine-tuned`` or ``random-head``)."""
+    """The model directory and what it is: ``given``, ``fine-tuned`` or ``random-head``.
+
+    Default: the newest demo run's ``hf_model/``, else its newest checkpoint (saved as a model
+    directory under ``.cache/pipeline_parity/``), else the random-head MiniLM. ``--model random``
+    asks for the latter.
+    """
+    cache = REPO / ".cache" / "pipeline_parity"
+    if model == "random":
+        return random_head_model(cache / "minilm-random-head"), "random-head"
     if model:
         return Path(model).resolve(), "given"
-    runs = sorted(
-        (REPO / "outputs" / "train" / "runs").glob("*/hf_model/config.json"),
+    runs = REPO / "outputs" / "train" / "runs"
+    newest = sorted(
+        [*runs.glob("*/hf_model/config.json"), *runs.glob("*/checkpoints/last.ckpt")],
         key=lambda p: p.stat().st_mtime,
     )
-    if runs:
-        return runs[-1].parent, "fine-tuned"
-    return random_head_model(REPO / ".cache" / "pipeline_parity" / "minilm-random-head"), (
-        "random-head"
+    if not newest:
+        return random_head_model(cache / "minilm-random-head"), "random-head"
+    if newest[-1].name == "config.json":
+        return newest[-1].parent, "fine-tuned"
+    return checkpoint_model(newest[-1], cache / f"{newest[-1].parents[1].name}-last"), (
+        f"fine-tuned (checkpoint {newest[-1].relative_to(REPO)})"
     )
+
+
+def checkpoint_model(checkpoint: Path, directory: Path) -> Path:
+    """A Lightning checkpoint saved as a model directory (``save_pretrained``), once."""
+    if not (directory / "config.json").is_file():
+        from qa_lightning.checkpoints import load_module, tokenizer_for
+
+        module = load_module(checkpoint)
+        module.save_hf_model(directory, tokenizer_for(checkpoint, module))
+    return directory
 
 
 def random_head_model(directory: Path, seed: int = 0) -> Path:

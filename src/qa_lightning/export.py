@@ -106,7 +106,7 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
-            _SpanLogits(module, input_names),
+            _SpanLogits(module, input_names).eval(),  # the exporter restores the wrapper's mode
             inputs,
             str(output / ONNX_FILE),
             dynamo=False,

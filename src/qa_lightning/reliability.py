@@ -5,8 +5,8 @@
   previous checkpoint intact. Write failures become a :class:`CheckpointWriteError` that names the
   file and the cause. Checkpoints load with ``weights_only=True`` unless asked otherwise.
 - :class:`ResumableDataLoader` and :class:`RNGStateCheckpoint` make a mid-epoch restart exact:
-  the loader skips the batches already trained on (Lightning restores the loop's progress), and
-  the random generators continue where they were (dropout masks included).
+  the loader skips the batches of the epoch already trained on (Lightning restores the loop's
+  progress), and the random generators continue where they were (dropout masks included).
 - :class:`FiniteLossGuard` stops training at the first NaN or infinite loss, before the backward
   pass, so no weights or checkpoints are ever written from it.
 - :func:`resume_checkpoint` finds what ``ckpt_path`` / ``auto_resume`` resume from.
@@ -183,63 +183,76 @@ class _SkipFirst:
         yield from iterator
 
 
-class _Counting(Iterator[Any]):
-    """Counts the batches a loader hands out in the current pass."""
+class _Pass(Iterator[Any]):
+    """One pass over a :class:`ResumableDataLoader`, started at its first ``next()``.
 
-    def __init__(self, loader: ResumableDataLoader, inner: Iterator[Any]) -> None:
+    Lightning creates the training iterator early (before restoring a checkpoint's loop state
+    and before ``set_epoch``); starting lazily lets the pass see both.
+    """
+
+    def __init__(self, loader: ResumableDataLoader) -> None:
         self.loader = loader
-        self.inner = inner
+        self.inner: Iterator[Any] | None = None
 
     def __next__(self) -> Any:
+        if self.inner is None:
+            self.inner = self.loader._start_pass()
         batch = next(self.inner)
         self.loader._position += 1
         return batch
 
-    def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]
-
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` that Lightning can restart mid-epoch.
+    """A ``DataLoader`` whose passes can start mid-epoch, for an exact restart after a crash.
 
-    ``state_dict()`` (saved in every checkpoint by Lightning's fit loop) holds how many batches of
-    the current pass were handed out; after ``load_state_dict`` the next pass skips that many
-    batches of sampler indices (nothing is loaded or collated for them). Lightning restores the
-    epoch (so the sampler's ``set_epoch`` order) and the batch counters. An exact restart needs
-    an order that depends only on the epoch, as the samplers of :mod:`qa_lightning.data.samplers`.
+    A pass starts (at its first batch) ``progress()`` batches in: the number of batches of the
+    current epoch the fit loop has already trained on, which Lightning restores from a
+    checkpoint (0 in a fresh epoch). Those batches' indices are skipped; nothing is loaded or
+    collated for them. Without ``progress``, the count comes from ``load_state_dict`` (Lightning
+    saves ``state_dict()`` in every checkpoint). An exact restart also needs an order that
+    depends only on the epoch, as the samplers of :mod:`qa_lightning.data.samplers`, and a
+    ``generator`` of its own (torch draws each pass's worker seed from it, else from the global
+    random state, which a resumed run restores).
     """
 
-    _position = 0
-    _pending_skip = 0
-    _skip_now = 0
+    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+        self._position = 0
+        self._pending = 0
+        self._skip_now = 0
 
     def state_dict(self) -> dict[str, int]:
         return {"batches_consumed": self._position}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending_skip = int(state_dict.get("batches_consumed", 0))
+        self._pending = int(state_dict.get("batches_consumed", 0))
 
     @property
-    def _index_sampler(self) -> Any:  # read by torch when a pass starts
+    def _index_sampler(self) -> Any:  # read by torch when it creates a pass
         sampler = super()._index_sampler
         return _SkipFirst(sampler, self._skip_now) if self._skip_now else sampler
 
     def __iter__(self) -> Iterator[Any]:
-        skip, self._pending_skip = self._pending_skip, 0
+        return _Pass(self)
+
+    def _start_pass(self) -> Iterator[Any]:
+        skip = self.progress() if self.progress is not None else self._pending
+        self._pending = 0
         if skip:
-            log.info("Resuming the training data mid-epoch: skipping %d consumed batches", skip)
+            log.info("Resuming the training data mid-epoch: skipping %d trained batches", skip)
+            if self._iterator is not None:  # persistent workers keep their sampler: renew them
+                shutdown = getattr(self._iterator, "_shutdown_workers", None)
+                if shutdown is not None:
+                    shutdown()
+                self._iterator = None
         self._skip_now = skip
-        if skip and self._iterator is not None:  # persistent workers keep their sampler: renew
-            shutdown = getattr(self._iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            self._iterator = None
         try:
             inner = super().__iter__()
         finally:
             self._skip_now = 0
         self._position = skip
-        return _Counting(self, inner)
+        return inner
 
 
 class RNGStateCheckpoint(Callback):

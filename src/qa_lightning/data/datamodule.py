@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -154,7 +155,14 @@ class SquadDataModule(LightningDataModule):
         return self._examples[split]
 
     def has_split(self, split: str) -> bool:
+        """Whether the data has examples for ``split`` (loads the examples, not the features)."""
+        self._ensure_examples()
         return split in self._examples
+
+    def _ensure_examples(self) -> None:
+        if not self._examples or set(self._examples) == {"predict"}:
+            self._examples.update(self._load_all_examples())
+            self._check_version()
 
     @property
     def version_2(self) -> bool:
@@ -231,9 +239,7 @@ class SquadDataModule(LightningDataModule):
             self._tokenize(split, examples)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self._examples or set(self._examples) == {"predict"}:
-            self._examples.update(self._load_all_examples())
-            self._check_version()
+        self._ensure_examples()
         wanted = {
             "fit": ("train", "validation"),
             "validate": ("validation",),
@@ -272,10 +278,18 @@ class SquadDataModule(LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),
+            progress=self._trained_batches_this_epoch,
             collate_fn=self.collator(),
             drop_last=False,
             **self.loader_options,
         )
+
+    def _trained_batches_this_epoch(self) -> int:
+        """Batches of the current epoch the fit loop has trained on (after a mid-epoch resume)."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def _eval_dataloader(self, split: str) -> DataLoader:
         features = self.features(split)

@@ -55,12 +55,16 @@ def question_token_budget(
 
 
 def fit_questions(
-    questions: list[str], tokenizer: PreTrainedTokenizerBase, budget: int
+    questions: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    budget: int,
+    rows: list[int] | None = None,
 ) -> tuple[list[str], int]:
-    """Cut every question longer than ``budget`` tokens at a token boundary; returns how many."""
+    """Cut the questions (of ``rows``, default all) longer than ``budget`` tokens at a token
+    boundary; returns the questions and how many were cut."""
     fitted, cut = list(questions), 0
-    for i, question in enumerate(questions):
-        keep = budget
+    for i in range(len(questions)) if rows is None else rows:
+        question, keep = questions[i], budget
         while question and len(offsets := _offsets(tokenizer, question)) > budget:
             # a re-tokenized prefix may still be too long: then keep one token less
             question = question[: offsets[keep - 1][1]] if keep > 0 else ""
@@ -68,6 +72,15 @@ def fit_questions(
         if question != questions[i]:
             fitted[i], cut = question, cut + 1
     return fitted, cut
+
+
+def _may_exceed(question: object, budget: int) -> bool:
+    """Whether ``question`` could have more than ``budget`` tokens.
+
+    No tokenizer makes more tokens than UTF-8 bytes (+2 for a word-start marker), except after
+    unusual normalizations (NFKC ligatures): those fall back on the tokenizer's own error.
+    """
+    return isinstance(question, str) and len(question.encode("utf-8", "surrogatepass")) + 2 > budget
 
 
 def _offsets(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
@@ -125,30 +138,34 @@ def tokenize_windows(
     """Tokenize question/context pairs into overlapping windows, with offsets and sample mapping.
 
     Questions too long for a window are cut to :func:`question_token_budget` tokens (a warning
-    counts them); the tokenizer would otherwise fail (or panic, aborting the process).
+    counts them); the tokenizer would otherwise fail, or panic and abort the process.
     """
     questions = [q.lstrip() if isinstance(q, str) else q for q in examples["question"]]
     contexts = examples["context"]
+    budget = question_token_budget(tokenizer, max_length, doc_stride)
+    long_rows = [i for i, q in enumerate(questions) if _may_exceed(q, budget)]
+    questions, cut = fit_questions(questions, tokenizer, budget, long_rows)
     try:
-        return _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
     except TypeError:  # e.g. "TextInputSequence must be str" for lone surrogates
         check_text(examples)
         raise
     except BaseException as err:  # the Rust tokenizer's PanicException is a BaseException
         if not _is_truncation_failure(err):
             raise
-    budget = question_token_budget(tokenizer, max_length, doc_stride)
-    questions, cut = fit_questions(questions, tokenizer, budget)
-    log.warning(
-        "%d of %d questions are longer than %d tokens: cut to fit windows of max_length=%d "
-        "with doc_stride=%d",
-        cut,
-        len(questions),
-        budget,
-        max_length,
-        doc_stride,
-    )
-    return _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+        questions, cut = fit_questions(questions, tokenizer, budget)
+        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+    if cut:
+        log.warning(
+            "%d of %d questions are longer than %d tokens: cut to fit windows of max_length=%d "
+            "with doc_stride=%d",
+            cut,
+            len(questions),
+            budget,
+            max_length,
+            doc_stride,
+        )
+    return encoded
 
 
 def _context_span(sequence_ids: list[int | None], context_id: int) -> tuple[int, int]:
