@@ -120,3 +120,38 @@ class AuditWrites(Callback):
         resolved = str(Path(path).resolve())
         if any(resolved.startswith(root) for root in self.roots):
             self.writes.append(resolved)
+
+
+class SigkillAt(Callback):
+    """SIGKILL this process when the hook ``hook`` runs in epoch ``epoch``."""
+
+    def __init__(self, hook: str, epoch: int = 0) -> None:
+        self.hook = hook
+        self.epoch = epoch
+
+    def _maybe_die(self, trainer, hook: str) -> None:
+        if (
+            hook == self.hook
+            and trainer.current_epoch == self.epoch
+            and not trainer.sanity_checking
+        ):
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._maybe_die(trainer, "on_validation_start")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._maybe_die(trainer, "on_train_epoch_start")
+
+
+class SlowSteps(Callback):
+    """Sleep after every training batch (no effect on the numbers; leaves time to kill the run)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        time.sleep(self.seconds)

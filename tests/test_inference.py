@@ -209,11 +209,13 @@ def test_compat_default_max_answer_length_is_15(qa: QuestionAnswerer) -> None:
     ("questions", "contexts", "options", "error"),
     [
         (["Who?"], [""], {}, DataFormatError),
+        (["Who?"], ["the caf\udce9 owner"], {}, DataFormatError),
         (["   "], ["Some context."], {}, DataFormatError),
         ([None], ["Some context."], {}, DataFormatError),
         (["Who?", "What?"], ["Some context."], {}, ValueError),
         ("Who?", "Some context.", {}, TypeError),
         (["Who?"], ["Some context."], {"top_k": 0}, ValueError),
+        (["Who?"], ["Some context."], {"max_answer_length": 0}, ValueError),
         (["Who? " * 400], ["Some context."], {}, DataFormatError),
         (["Who is it?"], ["Some context."], {"max_length": 32, "doc_stride": 30}, DataFormatError),
         (["Who?"], ["Some context."], {"align_to_words": False}, ValueError),

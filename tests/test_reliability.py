@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,61 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(
     final_step = json.loads((out / "training.json").read_text())["global_step"]
     newest_step = sorted(p.name for p in checkpoints.glob("step*.ckpt"))[-1]
     assert newest_step == f"step{final_step - final_step % EVERY:06d}.ckpt"
+
+
+def killed_run(tiny_bert, files, cache, out: Path, *extra: str, wait_for: str | None = None):
+    """Run ``python -m qa_lightning`` in a subprocess that gets SIGKILLed (by a helper callback,
+    or from here once ``wait_for`` exists under the run directory)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "qa_lightning",
+        *overrides(tiny_bert, files, cache, out),
+        *extra,
+        f"hydra.run.dir={out}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        cmd, cwd=out.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if wait_for is not None:
+        deadline = time.monotonic() + 300
+        while not (out / wait_for).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill",
+    [
+        [
+            "+callbacks.kill._target_=reliability_helpers.SigkillAt",
+            "+callbacks.kill.hook=on_validation_start",
+        ],
+        [
+            "+callbacks.kill._target_=reliability_helpers.SigkillAt",
+            "+callbacks.kill.hook=on_train_epoch_start",
+            "+callbacks.kill.epoch=1",
+        ],
+        ["+callbacks.slow._target_=reliability_helpers.SlowSteps", "+callbacks.slow.seconds=0.3"],
+    ],
+    ids=["during-validation", "at-the-next-epoch-start", "external-after-first-checkpoint"],
+)
+def test_sigkill_at_other_points_then_resume_reaches_the_same_result(
+    tiny_bert, files, cache, uninterrupted, tmp_path, kill
+):
+    out = tmp_path / "run"
+    wait_for = "checkpoints/step000004.ckpt" if "SlowSteps" in kill[0] else None
+    killed_run(tiny_bert, files, cache, out, *kill, wait_for=wait_for)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    run_in_process(tiny_bert, files, cache, out, "ckpt_path=last")
+    assert_same_outcome(out, uninterrupted)
 
 
 def test_auto_resume_continues_from_the_newest_checkpoint(

@@ -137,8 +137,14 @@ class QuestionAnswerer:
         An answer list is empty when no window has a valid span (and no empty answer is allowed).
         """
         questions, contexts = _validate(questions, contexts)
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        limits = {
+            "top_k": top_k,
+            "n_best_size": n_best_size,
+            "max_answer_length": max_answer_length,
+        }
+        for name, value in limits.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if align_to_words is not None and self.compat is None:
             raise ValueError('align_to_words needs QuestionAnswerer(..., compat="pipeline")')
         if not questions:
@@ -277,6 +283,14 @@ def _validate(questions: Sequence[str], contexts: Sequence[str]) -> tuple[list[s
                 raise DataFormatError(
                     f"must be a non-empty string, got {value!r:.40}", qid=str(i), field=field
                 )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:  # lone surrogates: bytes that were not UTF-8
+                raise DataFormatError(
+                    f"is not valid text: {err.reason} at character {err.start}",
+                    qid=str(i),
+                    field=field,
+                ) from None
     return list(questions), list(contexts)
 
 

@@ -269,7 +269,7 @@ class RNGStateCheckpoint(Callback):
         np_state = np.random.get_state()
         state: dict[str, Any] = {
             "python": random.getstate(),
-            "numpy": [np_state[0], np_state[1].tolist(), *(x for x in np_state[2:])],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
