@@ -16,7 +16,8 @@ Questions: ``--n`` seeded random questions of each of dev-v1.1 and dev-v2.0 plus
 questions with the longest contexts (several windows each). The model: ``--model DIR``, else the
 newest ``outputs/train/runs/*/hf_model`` or ``checkpoints/last.ckpt`` (fine-tuned), else (or with
 ``--model random``) the packaged MiniLM with a seeded random QA head, saved under
-``.cache/pipeline_parity/`` (answers meaningless, parity still exact).
+``.cache/pipeline_parity/`` (answers meaningless, parity still exact). ``--model mixed``: the
+fine-tuned head mixed with the random one (the empty answer then wins for some questions only).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def choose_model(model: str | None) -> tuple[Path, str]:
     cache = REPO / ".cache" / "pipeline_parity"
     if model == "random":
         return random_head_model(cache / "minilm-random-head"), "random-head"
+    if model == "mixed":
+        tuned, kind = choose_model(None)
+        return mixed_head_model(tuned, cache / f"{tuned.name}-mixed"), f"mixed head ({kind})"
     if model:
         return Path(model).resolve(), "given"
     runs = REPO / "outputs" / "train" / "runs"
@@ -91,6 +95,29 @@ def checkpoint_model(checkpoint: Path, directory: Path) -> Path:
 
         module = load_module(checkpoint)
         module.save_hf_model(directory, tokenizer_for(checkpoint, module))
+    return directory
+
+
+def mixed_head_model(tuned: Path, directory: Path, weight: float = 0.6, seed: int = 0) -> Path:
+    """``tuned`` with its QA head mixed ``weight : 1 - weight`` with a seeded random head.
+
+    The demo's weakly trained MiniLM prefers the empty answer for every question; the mixture
+    answers some and not others, so that the empty answer's threshold is exercised.
+    """
+    if (directory / "config.json").is_file():
+        return directory
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tuned)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head = model.qa_outputs
+        noise = torch.randn(head.weight.shape, generator=generator) * 0.2
+        head.weight.copy_(weight * head.weight + (1 - weight) * noise)
+        head.bias.mul_(weight)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tuned).save_pretrained(directory)
     return directory
 
 
