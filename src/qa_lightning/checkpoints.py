@@ -59,3 +59,13 @@ def tokenizer_for(path: str | Path, module: QALightningModule) -> PreTrainedToke
             return load_tokenizer(str(candidate))
     log.info("No tokenizer files beside %s; loading %s", path, module.hparams.pretrained)
     return load_tokenizer(module.hparams.pretrained)
+
+
+def load_module_and_tokenizer(
+    path: str | Path,
+) -> tuple[QALightningModule, PreTrainedTokenizerBase]:
+    """Model and tokenizer from a ``.ckpt``, an ``hf_model/`` directory, or a hub name."""
+    if Path(path).exists():
+        module = load_module(path)
+        return module, tokenizer_for(path, module)
+    return QALightningModule(pretrained=str(path)), load_tokenizer(str(path))

@@ -87,16 +87,9 @@ def export_onnx(
     ``output`` defaults to ``<path>-onnx`` beside the model. With ``verify`` the export is run by
     onnxruntime on the tracing inputs and must match PyTorch within ``1e-4``.
     """
-    from qa_lightning.checkpoints import load_module, tokenizer_for
-    from qa_lightning.model.backbone import load_tokenizer
-    from qa_lightning.model.module import QALightningModule
+    from qa_lightning.checkpoints import load_module_and_tokenizer
 
-    if Path(path).exists():
-        module = load_module(path)
-        tokenizer = tokenizer_for(path, module)
-    else:
-        module = QALightningModule(pretrained=str(path))
-        tokenizer = load_tokenizer(str(path))
+    module, tokenizer = load_module_and_tokenizer(path)
     module = module.eval()
     output = Path(output) if output is not None else _default_output(path)
     output.mkdir(parents=True, exist_ok=True)

@@ -93,16 +93,9 @@ class QuestionAnswerer:
 
             model, tokenizer = load_onnx(path, device=kwargs.get("device", "cpu"))
             return cls(model, tokenizer, **kwargs)
-        from qa_lightning.checkpoints import load_module, tokenizer_for
-        from qa_lightning.model.backbone import load_tokenizer
-        from qa_lightning.model.module import QALightningModule
+        from qa_lightning.checkpoints import load_module_and_tokenizer
 
-        if Path(path).exists():
-            module = load_module(path)
-            tokenizer = tokenizer_for(path, module)
-        else:
-            module = QALightningModule(pretrained=str(path))
-            tokenizer = load_tokenizer(str(path))
+        module, tokenizer = load_module_and_tokenizer(path)
         return cls(module, tokenizer, **kwargs)
 
     def answer(self, question: str, context: str, top_k: int = 1, **options: Any) -> list[Answer]:
