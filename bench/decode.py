@@ -1,12 +1,15 @@
 """Decoding benchmark: ``python bench/decode.py [--batch-size 256] [--repeats 3]``.
 
 Decodes the same random logits (fixed seed) of the real SQuAD v1.1 dev features (10,570
-questions; MiniLM tokenizer, max_length 384, doc_stride 128; batches padded by ``QACollator`` as
-the evaluation loop sees them) twice in one process: with the plain reference loop of
-``tests/reference_decode.py`` and with the project's ``StreamingDecoder`` (candidates batch by
-batch, then merge and finalize). ``project_seconds`` covers everything from the batches of
-logits to the answers. Both produce answers only; the ``nbest`` entry times both producing the
-n-best lists as well. ``agreement`` is the fraction of questions with the same answer.
+questions; MiniLM tokenizer, max_length 384, doc_stride 128) twice in one process: with the
+plain reference loop of ``tests/reference_decode.py`` and with the project's ``StreamingDecoder``
+(candidates batch by batch, then merge and finalize). Batches are what the evaluation loop
+produces by default: features sorted by length (longest first, ``data.sort_eval_by_length``),
+padded by ``QACollator``; ``--order file`` keeps the file order instead. The reference sees every
+feature's row of logits (padding included) in feature order. ``project_seconds`` covers
+everything from the batches of logits to the answers. Both produce answers only; the ``nbest``
+entry times both producing the n-best lists as well. ``agreement`` is the fraction of questions
+with the same answer.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import gc
 from typing import Any
 
+import numpy as np
 import torch
 from _common import REPO, best_of, emit, import_by_path, log, set_threads, squad_file
 from transformers import AutoTokenizer
@@ -41,8 +45,13 @@ def eval_features(tokenizer: Any) -> tuple[dict[str, list], list[dict[str, Any]]
     return columns, features
 
 
-def logit_batches(features: list[dict], tokenizer: Any, batch_size: int) -> list[dict]:
-    """Collated batches with random start/end logits (seed 0)."""
+def logit_batches(
+    features: list[dict], tokenizer: Any, batch_size: int, by_length: bool
+) -> list[dict]:
+    """Collated batches with random start/end logits (seed 0), longest features first or not."""
+    if by_length:
+        lengths = np.array([len(feature["input_ids"]) for feature in features])
+        features = [features[i] for i in np.argsort(-lengths, kind="stable")]
     collate = QACollator(tokenizer)
     generator = torch.Generator().manual_seed(0)
     batches = []
@@ -71,8 +80,16 @@ def project_decode(batches: list[dict], columns: dict[str, list], with_nbest: bo
 def reference_decode(
     batches: list[dict], columns: dict[str, list], features: list[dict], with_nbest: bool
 ) -> tuple:
-    starts = [row for batch in batches for row in batch["start_logits"].numpy()]
-    ends = [row for batch in batches for row in batch["end_logits"].numpy()]
+    """The reference loop; each feature's logits row (as its batch padded it) in feature order."""
+    order = torch.cat([batch["feature_index"] for batch in batches]).tolist()
+    starts, ends = [None] * len(features), [None] * len(features)
+    rows = (
+        pair
+        for batch in batches
+        for pair in zip(batch["start_logits"].numpy(), batch["end_logits"].numpy(), strict=True)
+    )
+    for index, (start, end) in zip(order, rows, strict=True):
+        starts[index], ends[index] = start, end
     return reference.postprocess_qa_predictions(
         columns["id"], columns["context"], features, starts, ends, with_nbest=with_nbest
     )
@@ -100,15 +117,26 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--order",
+        choices=("length", "file"),
+        default="length",
+        help="batches of length-sorted features (the evaluation default) or in file order",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     log("tokenizing dev-v1.1")
     columns, features = eval_features(tokenizer)
-    batches = logit_batches(features, tokenizer, args.batch_size)
+    batches = logit_batches(features, tokenizer, args.batch_size, args.order == "length")
     gc.collect()
     gc.freeze()  # the millions of feature objects stay out of every later garbage collection
-    result: dict[str, Any] = {"questions": len(columns["id"]), "features": len(features)}
+    result: dict[str, Any] = {
+        "questions": len(columns["id"]),
+        "features": len(features),
+        "order": args.order,
+        "mean_padded_length": float(np.mean([b["input_ids"].shape[1] for b in batches])),
+    }
     for with_nbest in (False, True):
         log(f"decoding, n-best lists: {with_nbest}")
         theirs, ref_seconds = best_of(

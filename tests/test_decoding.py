@@ -15,8 +15,11 @@ from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
 from qa_lightning.data.squad_json import read_squad_file
 from qa_lightning.decoding import (
+    NEG_INF,
     NO_SPAN_SCORE,
+    SpanCandidates,
     StreamingDecoder,
+    _pad_columns,
     decode,
     feature_candidates,
     merge_candidates,
@@ -25,6 +28,7 @@ from qa_lightning.paths import minilm_dir
 from reference_decode import postprocess_qa_predictions
 
 FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index")
+FILLS = (NEG_INF, -1, -1, NEG_INF, NEG_INF)  # empty candidate slots, per SpanCandidates field
 
 
 # --- real data -----------------------------------------------------------------------------------
@@ -172,6 +176,61 @@ def test_agrees_with_reference_with_other_settings(shared_data: Path, name: str)
     assert_agreement(data, batches, version_2, **params)
 
 
+@pytest.mark.parametrize("max_unchecked", [1, 10**6])
+@pytest.mark.parametrize(
+    ("n_best_size", "low"),
+    [(3, None), (60, -3)],
+    ids=["few-candidates", "ties-k-per-length"],
+)
+def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
+    shared_data: Path, max_unchecked: int, n_best_size: int, low: int | None
+) -> None:
+    """Rows the fast path cannot settle wait, padded, for one exact search: same answers.
+
+    Each feature is its own question, so every unsettled row decides an answer. With 3
+    candidates the best span over all tokens is often not a candidate; integer logits tie, and
+    with 60 candidates ``k = min(60, L)`` differs between the length-sorted batches.
+    """
+    data = load_eval_data(shared_data / "squad" / "dev-v2.0.json.gz", 300, 96, 32)
+    features = [f | {"example_index": f["feature_index"]} for f in data.features]
+    ids = [f"feature-{f['feature_index']}" for f in features]
+    contexts = [data.contexts[f["example_index"]] for f in data.features]
+    by_length = sorted(features, key=lambda f: -len(f["input_ids"]))  # as eval batches are
+    batches = random_batches(by_length, batch_size=16, seed=3, low=low)
+    assert len({batch["input_ids"].shape[1] for batch in batches}) > 3
+    params = {"n_best_size": n_best_size, "max_answer_length": 30}
+    decoder = StreamingDecoder(**params, max_unchecked=max_unchecked)
+    for batch in batches:
+        decoder.update(
+            batch["start_logits"],
+            batch["end_logits"],
+            batch["offset_mapping"],
+            batch["cls_index"],
+            batch["example_index"],
+            batch["feature_index"],
+        )
+    waiting = decoder._unchecked
+    if max_unchecked == 1:
+        assert not waiting
+    else:
+        assert sum(len(part.rows) for part in waiting) >= 10
+        assert n_best_size < 20 or len({part.k for part in waiting}) > 1
+    decoded = decoder.decode(ids, contexts, version_2=True)
+    rows = [
+        pair
+        for batch in batches
+        for pair in zip(batch["start_logits"].numpy(), batch["end_logits"].numpy(), strict=True)
+    ]
+    starts, ends = [None] * len(rows), [None] * len(rows)
+    for feature, (start, end) in zip(by_length, rows, strict=True):
+        starts[feature["feature_index"]], ends[feature["feature_index"]] = start, end
+    predictions, diffs, _ = postprocess_qa_predictions(
+        ids, contexts, features, starts, ends, version_2_with_negative=True, **params
+    )
+    assert decoded.predictions == predictions
+    assert decoded.na_probs == diffs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SQUAD_FILES)
 def test_agrees_with_reference_on_full_dev_files(shared_data: Path, name: str) -> None:
@@ -282,6 +341,41 @@ def test_merge_keeps_the_best_spans_and_min_null_over_features() -> None:
     assert merged.start_char[1, :4].tolist() == [0, 0, 3, 6]
     assert merged.null_score[1].item() == 0.0
     assert merged.null_score[0].item() == float("inf")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merging_one_span_per_feature_equals_the_general_merge(seed: int) -> None:
+    """The sort-free merge for one span per feature: ties, repeated features, empty examples."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, num_examples = 300, 80
+    scores = torch.randint(-3, 3, (rows, 1), generator=generator).float()
+    scores[torch.rand(rows, generator=generator) < 0.1] = float("-inf")
+    chars = torch.randint(0, 50, (rows, 2), generator=generator)
+    candidates = SpanCandidates(
+        scores,
+        chars[:, :1],
+        chars[:, 1:],
+        torch.randn(rows, 1, generator=generator),
+        torch.randn(rows, 1, generator=generator),
+        torch.randn(rows, generator=generator),
+    )
+    feature_index = torch.randint(0, 200, (rows,), generator=generator)
+    example_index = feature_index % num_examples  # a repeated feature keeps its example...
+    first_row = {}
+    for row, feature in enumerate(feature_index.tolist()):  # ...and its values
+        first_row.setdefault(feature, row)
+    same = torch.tensor([first_row[f] for f in feature_index.tolist()])
+    candidates = candidates.select(same)
+    fast, seen = merge_candidates(candidates, example_index, feature_index, num_examples)
+    wider = SpanCandidates(
+        *(_pad_columns(field, 2, fill) for field, fill in zip(candidates[:-1], FILLS, strict=True)),
+        null_score=candidates.null_score,
+    )
+    general, general_seen = merge_candidates(wider, example_index, feature_index, num_examples)
+    assert fast.scores.shape == (num_examples, 1)
+    assert torch.equal(seen, general_seen) and not seen.all()
+    for ours, theirs in zip(fast, general, strict=True):
+        assert torch.equal(ours, theirs if theirs.dim() == 1 else theirs[:, :1])
 
 
 @pytest.mark.parametrize(("threshold", "answer"), [(1.0, ""), (1.5, "abc"), (2.0, "abc")])

@@ -178,7 +178,7 @@ def _window_best(
     score, start = totals.max(1, keepdim=True)
     totals.scatter_(1, start, NEG_INF)
     window = ends.gather(1, start + torch.arange(max_len, device=start.device))
-    end = start + window.argmax(1, keepdim=True)
+    end = start + window.max(1, keepdim=True).indices  # the first of equal maxima
     start_logit, end_logit = start_logits.gather(1, start), end_logits.gather(1, end)
     start_char, end_char = offsets[..., 0].gather(1, start), offsets[..., 1].gather(1, end)
     certain = (totals.amax(1, keepdim=True) < score) & (start_char < end_char)
@@ -242,21 +242,28 @@ def _best_top_span(
     )
 
 
-def _best_span(
+def _best_span_unchecked(
     start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
-) -> Spans:
-    """The best candidate span of each feature, without ranking every start x end pair.
+) -> tuple[Spans, Tensor]:
+    """The best valid span over ALL starts and ends, and the rows where it is the best candidate.
 
-    The best valid span over ALL starts and ends is also the best candidate when it is certain
-    and its start and end are surely within the top ``k``. The other rows (a few percent with
-    random logits, fewer with a trained model's) go to :func:`_best_top_span`.
+    It is when it is certain and its start and end are surely within the top ``k``; the other
+    rows (under 1% with random logits, fewer with a trained model's) need
+    :func:`_best_top_span`.
     """
     bias = _mask_bias(offsets[..., 0] >= 0)
     spans, certain = _window_best(start_logits, end_logits, offsets, max_len, bias, bias)
     in_top = (_count_at_least(start_logits, spans[3]) <= k) & (
         _count_at_least(end_logits, spans[4]) <= k
     )
-    exact = (certain & in_top) | (spans[0] == NEG_INF)
+    return spans, (certain & in_top) | (spans[0] == NEG_INF)
+
+
+def _best_span(
+    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
+) -> Spans:
+    """The best candidate span of each feature, without ranking every start x end pair."""
+    spans, exact = _best_span_unchecked(start_logits, end_logits, offsets, k, max_len)
     return _redo_rows(
         spans,
         exact,
@@ -290,9 +297,13 @@ def feature_candidates(
         spans = _best_span(start_logits, end_logits, offsets, k, max_answer_length)
     else:
         spans = _top_spans(start_logits, end_logits, offsets, k, num_spans, max_answer_length)
+    return SpanCandidates(*spans, null_score=_null_scores(start_logits, end_logits, cls_index))
+
+
+def _null_scores(start_logits: Tensor, end_logits: Tensor, cls_index: Tensor) -> Tensor:
+    """``start_logits[cls] + end_logits[cls]`` per feature."""
     cls = cls_index.long()[:, None]
-    null_score = (start_logits.gather(1, cls) + end_logits.gather(1, cls)).squeeze(1)
-    return SpanCandidates(*spans, null_score=null_score)
+    return (start_logits.gather(1, cls) + end_logits.gather(1, cls)).squeeze(1)
 
 
 def _unique_features(example_index: Tensor, feature_index: Tensor) -> Tensor:
@@ -317,6 +328,8 @@ def merge_candidates(
     candidates (``num_examples`` rows, ``null_score`` ``+inf`` for examples without features)
     and a boolean mask of the examples that had at least one feature.
     """
+    if candidates.scores.shape[1] == 1:
+        return _merge_single_spans(candidates, example_index.long(), feature_index, num_examples)
     order = _unique_features(example_index, feature_index)
     features = candidates.select(order)
     examples = example_index[order].long()
@@ -325,11 +338,7 @@ def merge_candidates(
     by_score = torch.sort(features.scores.flatten(), descending=True, stable=True).indices
     grouped = by_score[torch.sort(flat_examples[by_score], stable=True).indices]
     slot_examples = flat_examples[grouped]
-    counts = torch.bincount(examples, minlength=num_examples)
-    if len(counts) > num_examples:
-        raise ValueError(
-            f"example_index {len(counts) - 1} is out of range ({num_examples} examples)"
-        )
+    counts = _example_counts(examples, num_examples)
     group_start = torch.cumsum(counts * num_slots, 0) - counts * num_slots
     rank = torch.arange(len(grouped), device=grouped.device) - group_start[slot_examples]
     keep = rank < num_slots
@@ -341,6 +350,48 @@ def merge_candidates(
         merged.append(out)
     null = features.null_score.new_full((num_examples,), float("inf"))
     null = null.scatter_reduce(0, examples, features.null_score, reduce="amin")
+    return SpanCandidates(*merged, null_score=null), counts > 0
+
+
+def _example_counts(examples: Tensor, num_examples: int) -> Tensor:
+    counts = torch.bincount(examples, minlength=num_examples)
+    if len(counts) > num_examples:
+        raise ValueError(
+            f"example_index {len(counts) - 1} is out of range ({num_examples} examples)"
+        )
+    return counts
+
+
+def _merge_single_spans(
+    candidates: SpanCandidates, examples: Tensor, feature_index: Tensor, num_examples: int
+) -> tuple[SpanCandidates, Tensor]:
+    """:func:`merge_candidates` for one span per feature, without sorting.
+
+    Per example the best score wins, the lowest ``feature_index`` among equal scores; rows that
+    repeat a feature hold the same values, so which of them is read does not matter.
+    """
+    counts = _example_counts(examples, num_examples)
+    scores = candidates.scores[:, 0]
+    best = scores.new_full((num_examples,), NEG_INF)
+    best = best.scatter_reduce(0, examples, scores, reduce="amax")
+    is_best = scores == best[examples]
+    no_feature = int(feature_index.max()) + 1 if len(feature_index) else 0
+    first = feature_index.new_full((num_examples,), no_feature)
+    first = first.scatter_reduce(
+        0, examples, feature_index.masked_fill(~is_best, no_feature), reduce="amin"
+    )
+    chosen = (is_best & (feature_index == first[examples])).nonzero().squeeze(1)
+    row = examples.new_full((num_examples,), -1).scatter_(0, examples[chosen], chosen)
+    found = (row >= 0)[:, None]
+    row = row.clamp(min=0)
+    merged = [
+        torch.where(found, field[row], fill)
+        if len(field)
+        else field.new_full((num_examples, 1), fill)
+        for field, fill in zip(candidates[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True)
+    ]
+    null = candidates.null_score.new_full((num_examples,), float("inf"))
+    null = null.scatter_reduce(0, examples, candidates.null_score, reduce="amin")
     return SpanCandidates(*merged, null_score=null), counts > 0
 
 
@@ -378,7 +429,7 @@ def _nbest_table(
 
 def _nbest_lists(
     merged: SpanCandidates,
-    rows: list[int],
+    rows: Sequence[int],
     ids: Sequence[str],
     contexts: Sequence[str],
     version_2: bool,
@@ -419,10 +470,16 @@ def finalize(
     if version_2:
         score_diff = merged.null_score - torch.where(has_span, best_score, NO_SPAN_SCORE)
         answer_null |= score_diff > null_score_diff_threshold
-    rows = _to_list(has_features.nonzero().squeeze(1))
-    starts, ends = _to_list(merged.start_char[:, 0]), _to_list(merged.end_char[:, 0])
-    null_list = _to_list(answer_null)
-    predictions = {ids[r]: "" if null_list[r] else contexts[r][starts[r] : ends[r]] for r in rows}
+    # A null answer is the empty slice [0:0]; so is a missing span (offsets -1).
+    starts = _to_list(merged.start_char[:, 0].masked_fill(answer_null, 0))
+    ends = _to_list(merged.end_char[:, 0].masked_fill(answer_null, 0))
+    texts = [context[start:end] for context, start, end in zip(contexts, starts, ends, strict=True)]
+    if bool(has_features.all()):
+        rows = range(len(ids))
+        predictions = dict(zip(ids, texts, strict=True))
+    else:
+        rows = _to_list(has_features.nonzero().squeeze(1))
+        predictions = {ids[r]: texts[r] for r in rows}
     decoded = DecodedPredictions(predictions)
     if version_2:
         diffs = _to_list(score_diff)
@@ -459,23 +516,52 @@ def decode(
     )
 
 
+class _Unchecked(NamedTuple):
+    """Rows whose fast-path span still needs the exact top-``k`` search, with their inputs."""
+
+    rows: Tensor
+    start_logits: Tensor
+    end_logits: Tensor
+    offsets: Tensor
+    k: int
+
+
+def _pad_rows(parts: Sequence[Tensor], value: float) -> Tensor:
+    """Concatenate ``[n, L, ...]`` tensors of different ``L`` along the rows, padding with value."""
+    length = max(part.shape[1] for part in parts)
+    padded = []
+    for part in parts:
+        pad = [0, 0] * (part.dim() - 2) + [0, length - part.shape[1]]
+        padded.append(torch.nn.functional.pad(part, pad, value=value))
+    return torch.cat(padded)
+
+
 class StreamingDecoder:
     """Accumulates per-feature candidates batch by batch (never the logits); decodes at the end.
 
     Keeps one span per feature, or ``n_best_size`` when ``with_nbest`` asks for n-best lists.
     Pass ``feature_index`` with every batch or with none (features are then numbered in the
-    order they arrive).
+    order they arrive). With one span per feature, the few rows the fast path cannot settle
+    (under 1% with random logits) keep their logits until ``max_unchecked`` of them are
+    waiting or :meth:`decode` runs, and are then searched together: one pass for many batches.
+    Padding those rows with ``-inf`` logits and non-context offsets changes no answer.
     """
 
     def __init__(
-        self, n_best_size: int = 20, max_answer_length: int = 30, with_nbest: bool = False
+        self,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        with_nbest: bool = False,
+        max_unchecked: int = 1024,
     ) -> None:
         self.n_best_size = n_best_size
         self.max_answer_length = max_answer_length
         self.with_nbest = with_nbest
+        self.max_unchecked = max_unchecked
         self._candidates: list[SpanCandidates] = []
         self._example_index: list[Tensor] = []
         self._feature_index: list[Tensor] = []
+        self._unchecked: list[_Unchecked] = []
         self._seen = 0
 
     def update(
@@ -489,15 +575,21 @@ class StreamingDecoder:
     ) -> None:
         """Keep the candidates of one batch of features."""
         with torch.no_grad():
-            candidates = feature_candidates(
-                start_logits,
-                end_logits,
-                offsets,
-                cls_index,
-                self.n_best_size,
-                self.max_answer_length,
-                num_spans=self.n_best_size if self.with_nbest else 1,
-            )
+            start_logits, end_logits = start_logits.float(), end_logits.float()
+            if self.with_nbest:
+                candidates = feature_candidates(
+                    start_logits,
+                    end_logits,
+                    offsets,
+                    cls_index,
+                    self.n_best_size,
+                    self.max_answer_length,
+                )
+            else:
+                candidates = SpanCandidates(
+                    *self._best_spans(start_logits, end_logits, offsets),
+                    null_score=_null_scores(start_logits, end_logits, cls_index),
+                )
         batch = len(example_index)
         if feature_index is None:
             feature_index = torch.arange(
@@ -507,6 +599,42 @@ class StreamingDecoder:
         self._candidates.append(candidates)
         self._example_index.append(example_index)
         self._feature_index.append(feature_index)
+        if sum(len(part.rows) for part in self._unchecked) >= self.max_unchecked:
+            self._check()
+
+    def _best_spans(self, start_logits: Tensor, end_logits: Tensor, offsets: Tensor) -> Spans:
+        k = min(self.n_best_size, start_logits.shape[1])
+        spans, exact = _best_span_unchecked(
+            start_logits, end_logits, offsets, k, self.max_answer_length
+        )
+        if not exact.all():
+            rows = (~exact).nonzero()[:, 0]
+            self._unchecked.append(
+                _Unchecked(
+                    rows + self._seen, start_logits[rows], end_logits[rows], offsets[rows], k
+                )
+            )
+        return spans
+
+    def _check(self) -> None:
+        """Settle the waiting rows with the exact search, all rows of one ``k`` at once."""
+        if not self._unchecked:
+            return
+        merged = SpanCandidates.cat(self._candidates)
+        for k in sorted({part.k for part in self._unchecked}):
+            parts = [part for part in self._unchecked if part.k == k]
+            spans = _best_top_span(
+                _pad_rows([part.start_logits for part in parts], NEG_INF),
+                _pad_rows([part.end_logits for part in parts], NEG_INF),
+                _pad_rows([part.offsets for part in parts], -1),
+                k,
+                self.max_answer_length,
+            )
+            rows = torch.cat([part.rows for part in parts])
+            for field, value in zip(merged, spans, strict=False):
+                field[rows] = value
+        self._candidates = [merged]
+        self._unchecked = []
 
     def decode(
         self,
@@ -521,6 +649,7 @@ class StreamingDecoder:
             return DecodedPredictions(
                 {}, {} if version_2 else None, {} if self.with_nbest else None
             )
+        self._check()
         return decode(
             SpanCandidates.cat(self._candidates),
             torch.cat(self._example_index),
