@@ -6,14 +6,26 @@ attention, position buckets 256). Random token ids, max_length 384, batch 32, Ad
 
 Cumulative steps: ``fp32`` (eager attention, fp32, foreach AdamW) -> ``bf16`` (autocast) ->
 ``sdpa`` (``attn_implementation="sdpa"`` where the architecture supports it) -> ``fused_adamw``
--> ``compile`` (``torch.compile``). Per step: samples/s, tokens/s, MFU = 6 * params *
+-> ``compile`` (``torch.compile``). Per step: samples/s, tokens/s, MFU = model FLOPs per token *
 tokens/s / peak (``--peak-tflops``, default 989: H100 SXM dense bf16), peak memory.
 ``speedup`` = best samples/s / the fp32 baseline's, per model.
+
+Model FLOPs per token (training: forward + backward = 3x forward), see ``flops_per_token``:
+6 * non-embedding parameters (embedding lookups do no matrix work: counting them, as a plain
+6 * params does, would inflate DeBERTa's figure ~1.8x, its 128k-token vocabulary being half its
+parameters) + 12 * layers * hidden * seq_len (attention scores and the weighted sum) + for
+DeBERTa's disentangled attention 6 * layers * hidden * 2k per c2p / p2c term (k = position
+buckets). ``mfu_6n`` keeps the plain 6 * all-params figure for comparison.
 
 Without a CUDA device it prints ``{"skipped": "no CUDA device"}`` (``--device cpu --tiny`` runs
 a tiny smoke test of the code paths on CPU instead).
 
-Usage: ``python bench/gpu_throughput.py [--steps 20 --warmup 5 --peak-tflops 989]``.
+Each figure is the median of ``--repeats`` timed windows of ``--steps`` steps (after ``--warmup``
+steps, two more under ``torch.compile``); ``samples_per_second_range`` gives the slowest and the
+fastest window. A step that fails (``torch.compile``, say) is reported as ``{"error": ...}`` and
+the other steps still run.
+
+Usage: ``python bench/gpu_throughput.py [--steps 20 --repeats 3 --warmup 5 --peak-tflops 989]``.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +41,7 @@ from typing import Any
 
 import torch
 from _common import emit, log
+from torch import nn
 from transformers import (
     AutoModelForQuestionAnswering,
     BertConfig,
@@ -109,6 +123,25 @@ def build_model(
     return model.to(device).train(), False
 
 
+def flops_per_token(model: nn.Module, config: PretrainedConfig, seq_len: int) -> tuple[float, int]:
+    """Training FLOPs per token (forward + backward) and the non-embedding parameter count."""
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    dense = sum(p.numel() for p in model.parameters()) - embedding
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    flops = 6 * dense + 12 * layers * hidden * seq_len  # QK^T and AV: 2 * 2 * seq * hidden fwd
+    if getattr(config, "relative_attention", False):  # DeBERTa: c2p / p2c scores over 2k positions
+        span = getattr(config, "max_relative_positions", -1)
+        if span < 1:
+            span = config.max_position_embeddings
+        if getattr(config, "position_buckets", -1) > 0:
+            span = config.position_buckets
+        kinds = len(
+            [t for t in (getattr(config, "pos_att_type", None) or []) if t in ("c2p", "p2c")]
+        )
+        flops += 6 * layers * hidden * 2 * span * kinds
+    return float(flops), dense
+
+
 def random_batch(config: PretrainedConfig, batch: int, length: int, device: torch.device) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, config.vocab_size, (batch, length), generator=g)
@@ -133,6 +166,7 @@ def measure(
     """Samples/s, MFU and peak memory of ``args.steps`` timed training steps."""
     model, sdpa = build_model(config, options.sdpa, device)
     params = sum(p.numel() for p in model.parameters())
+    model_flops, dense_params = flops_per_token(model, config, args.seq_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=options.fused or None)
     forward = torch.compile(model) if options.compile else model
     batch = random_batch(config, args.batch_size, args.seq_len, device)
@@ -149,23 +183,35 @@ def measure(
         loss.backward()
         optimizer.step()
 
+    warm_start = time.perf_counter()
     for _ in range(args.warmup + (2 if options.compile else 0)):
         step()
     synchronize(device)
+    warmup_seconds = time.perf_counter() - warm_start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    windows = []  # seconds of each window of args.steps steps; the median is reported
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        synchronize(device)
+        windows.append(time.perf_counter() - start)
+    seconds = statistics.median(windows)
     samples_per_second = args.steps * args.batch_size / seconds
     tokens_per_second = samples_per_second * args.seq_len
     result = {
         "samples_per_second": samples_per_second,
+        "samples_per_second_range": [
+            args.steps * args.batch_size / w for w in (max(windows), min(windows))
+        ],
         "tokens_per_second": tokens_per_second,
-        "mfu": 6 * params * tokens_per_second / (args.peak_tflops * 1e12),
+        "mfu": model_flops * tokens_per_second / (args.peak_tflops * 1e12),
+        "mfu_6n": 6 * params * tokens_per_second / (args.peak_tflops * 1e12),
         "params": params,
+        "non_embedding_params": dense_params,
+        "gflops_per_token": model_flops / 1e9,
+        "warmup_seconds": warmup_seconds,
         "sdpa_used": sdpa,
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda"
@@ -217,6 +263,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed windows of --steps steps")
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--peak-tflops", type=float, default=989.0)

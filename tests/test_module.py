@@ -189,6 +189,34 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
     assert fit_trainer.lr_scheduler_configs[0].interval == "step"
 
 
+class ClipRecorder(QALightningModule):
+    """Records the gradient norm right after the clipping step."""
+
+    norms: list[float]
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ):
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None]))
+        self.norms = [*getattr(self, "norms", []), norm.item()]
+
+
+def test_fused_adamw_clips_gradients_under_bf16(backbones, data_files):
+    """Lightning refuses to clip for fused optimizers; bf16 has no scaler, so the module clips."""
+    module = ClipRecorder(
+        backbones["bert"], optimizer=partial(torch.optim.AdamW, lr=1e-3, fused=True)
+    )
+    fit_trainer = trainer(
+        limit_train_batches=3, limit_val_batches=1, precision="bf16-mixed", gradient_clip_val=0.01
+    )
+    fit_trainer.fit(module, datamodule=datamodule(backbones["bert"], data_files["v1"]))
+    assert fit_trainer.optimizers[0].defaults["fused"] is True
+    assert len(module.norms) == 3
+    assert all(norm <= 0.01 * 1.001 for norm in module.norms), module.norms
+
+
 def test_version_2_scores_validation_and_test(backbones, data_files):
     dm = datamodule(backbones["bert"], data_files["v2"])
     module = QALightningModule(backbones["bert"])  # version_2=None: taken from the datamodule

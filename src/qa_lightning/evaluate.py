@@ -16,11 +16,14 @@ from omegaconf import DictConfig
 from qa_lightning.checkpoints import load_module, tokenizer_for
 from qa_lightning.paths import config_dir
 from qa_lightning.train import evaluate_splits, instantiate_list
+from qa_lightning.utils.malloc import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
     module = load_module(cfg.ckpt_path)
     tokenizer = tokenizer_for(cfg.ckpt_path, module)

@@ -19,6 +19,7 @@ from qa_lightning.errors import QALightningError
 from qa_lightning.inference import QuestionAnswerer
 from qa_lightning.paths import config_dir
 from qa_lightning.utils.io import atomic_write_json
+from qa_lightning.utils.malloc import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def run(cfg: DictConfig) -> dict[str, list[dict]]:
         raise QALightningError("give either question= and context=, or input_file=")
     if cfg.question is not None and cfg.context is None:
         raise QALightningError("question= needs context=")
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     qa = QuestionAnswerer.from_pretrained(
         cfg.model_path, device=cfg.device, batch_size=cfg.batch_size
     )

@@ -29,6 +29,7 @@ from qa_lightning.reliability import (
     resume_checkpoint,
 )
 from qa_lightning.runtime import guard_multirun_job, log_hyperparameters
+from qa_lightning.utils.malloc import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def checkpoint_dir(trainer: L.Trainer, output_dir: Path) -> Path:
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """The whole job; returns the final metrics per evaluated split."""
     check_required(cfg)
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
         ensure_writable(output_dir)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
@@ -214,6 +216,31 @@ class QALightningModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, except for a fused optimizer (``AdamW(fused=True)``) under
+        ``bf16-mixed``: Lightning's mixed-precision plugin refuses to clip for any optimizer that
+        unscales gradients itself, but bf16 has no gradient scaler, so the gradients are already
+        true values and clipping them here is exact. fp16 (a scaler) keeps Lightning's error."""
+        plugin = self.trainer.precision_plugin
+        if (
+            gradient_clip_val
+            and getattr(optimizer, "_step_supports_amp_scaling", False)
+            and isinstance(plugin, MixedPrecision)
+            and plugin.scaler is None
+        ):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
+                nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------- evaluation
     def setup(self, stage: str) -> None:
