@@ -11,19 +11,29 @@ Protocol (change nothing, so that runs compare):
 - decode: n_best 20, max_answer_length 30; score: official v1.1 EM/F1 on the 1,000 questions.
 
 ``--batching default`` (dynamic padding, length-grouped training batches, eval sorted by
-length) or ``static`` (padded to 384, random order, eval unsorted): EM/F1 should agree within
+length), ``static`` (padded to 384, random order, eval unsorted) or ``dynamic`` (dynamic
+padding like ``default``, but training batches in the same seeded random order as ``static``
+and eval unsorted, so it differs from ``static`` by padding alone): EM/F1 should agree within
 noise while the time differs. The selected examples go through temporary JSON-lines files and
 ``SquadDataModule`` (with a temporary feature cache, so ``tokenize_seconds`` is uncached).
 
-Usage: ``python bench/cpu_quality.py [--batching default|static]``; several minutes on CPU.
-``--train-questions`` / ``--eval-questions`` change the protocol (smoke tests only: the JSON
-then says ``"protocol": false``).
+Usage: ``python bench/cpu_quality.py [--batching default|static|dynamic] [--accelerator cpu|gpu]
+[--seed N]``; several minutes on CPU. ``--train-questions`` / ``--eval-questions`` change the
+protocol (smoke tests only: the JSON then says ``"protocol": false``). ``--seed`` (default 42)
+changes the training seed alone, for measuring seed noise: ``seed_everything`` (QA-head
+initialisation, dropout) and the datamodule's training order; the selected questions stay the
+same (always shuffled with 42). Any other seed than 42 is off-protocol: the JSON then says
+``"protocol": false`` and records ``seed``. ``--accelerator gpu`` runs the same
+protocol on one CUDA device, still true fp32 (TF32 off for matmuls and cuDNN); the JSON records
+``accelerator`` and ``device`` (the name of the CPU or GPU), and times are only comparable
+between runs with the same accelerator.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import random
 import tempfile
 import time
@@ -65,9 +75,14 @@ def write_jsonl(examples: datasets.Dataset, path: Path) -> Path:
 
 
 def make_datamodule(
-    tok: Any, train: Path, validation: Path, cache: Path, batching: str
+    tok: Any, train: Path, validation: Path, cache: Path, batching: str, seed: int = SEED
 ) -> SquadDataModule:
+    """``default``: dynamic padding, length-grouped training batches, eval sorted by length;
+    ``static``: padded to ``MAX_LENGTH``, seeded random order, eval unsorted; ``dynamic``: as
+    ``static`` but dynamically padded (the same training batches, each padded to its longest).
+    """
     static = batching == "static"
+    grouped = batching == "default"
     return SquadDataModule(
         tokenizer=tok,
         dataset=None,
@@ -76,10 +91,10 @@ def make_datamodule(
         max_length=MAX_LENGTH,
         doc_stride=STRIDE,
         batch_size=BATCH,
-        seed=SEED,
+        seed=seed,
         pad_to_max_length=static,
-        group_by_length=not static,
-        sort_eval_by_length=not static,
+        group_by_length=grouped,
+        sort_eval_by_length=grouped,
         cache_dir=str(cache),
     )
 
@@ -110,10 +125,10 @@ class Progress(lightning.Callback):
             )
 
 
-def make_trainer(fit: bool) -> lightning.Trainer:
+def make_trainer(fit: bool, accelerator: str = "cpu") -> lightning.Trainer:
     """The fit trainer skips validation (run once, timed apart, by a second trainer)."""
     return lightning.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_epochs=1,
         precision="32-true",
@@ -129,15 +144,35 @@ def make_trainer(fit: bool) -> lightning.Trainer:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batching", choices=("default", "static"), default="default")
+    parser.add_argument("--batching", choices=("default", "static", "dynamic"), default="default")
     parser.add_argument("--train-questions", type=int, default=TRAIN_QUESTIONS)
     parser.add_argument("--eval-questions", type=int, default=EVAL_QUESTIONS)
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"training seed (default {SEED}; others: off-protocol)",
+    )
     return parser.parse_args()
+
+
+def device_name(accelerator: str) -> str:
+    """The GPU's name, or the CPU's as the platform reports it."""
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name(0)
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
     args = parse_args()
     set_threads(2)
+    if args.accelerator == "gpu":
+        if not torch.cuda.is_available():
+            raise SystemExit("--accelerator gpu needs a CUDA device; none is available.")
+        # True fp32 on the GPU: no TF32 in matmuls or cuDNN convolutions.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     train_all = load_examples(squad_file("train-v1.1.reconstructed.json.gz"))
     dev_all = load_examples(squad_file("dev-v1.1.json.gz"))
     train = shuffled_head(train_all, args.train_questions)
@@ -151,11 +186,12 @@ def main() -> None:
             write_jsonl(dev, root / "dev.jsonl"),
             root / "cache",
             args.batching,
+            args.seed,
         )
         _, tokenize_seconds = timed(lambda: dm.setup("fit"))
         n_train, n_eval = len(dm.features("train")), len(dm.features("validation"))
         log(f"{len(train)} train questions -> {n_train} features, {len(dev)} eval -> {n_eval}")
-        lightning.seed_everything(SEED, verbose=False)
+        lightning.seed_everything(args.seed, verbose=False)
         module = QALightningModule(
             pretrained="minilm",
             optimizer=OPTIMIZER,
@@ -163,12 +199,17 @@ def main() -> None:
             n_best_size=N_BEST,
             max_answer_length=MAX_ANSWER,
         )
-        trainer = make_trainer(fit=True)
+        trainer = make_trainer(fit=True, accelerator=args.accelerator)
         _, train_seconds = timed(lambda: trainer.fit(module, datamodule=dm))
-        validator = make_trainer(fit=False)
+        validator = make_trainer(fit=False, accelerator=args.accelerator)
         _, eval_seconds = timed(lambda: validator.validate(module, datamodule=dm, verbose=False))
     scores = module.last_metrics
     log(f"EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f}")
+    protocol = (args.train_questions, args.eval_questions, args.seed) == (
+        TRAIN_QUESTIONS,
+        EVAL_QUESTIONS,
+        SEED,
+    )
     emit(
         {
             "benchmark": "cpu_quality",
@@ -183,9 +224,11 @@ def main() -> None:
             "train_features": n_train,
             "eval_features": n_eval,
             "optimizer_steps": trainer.global_step,
-            "protocol": (args.train_questions, args.eval_questions)
-            == (TRAIN_QUESTIONS, EVAL_QUESTIONS),
+            "protocol": protocol,
             "threads": torch.get_num_threads(),
+            "accelerator": args.accelerator,
+            "device": device_name(args.accelerator),
+            **({} if args.seed == SEED else {"seed": args.seed}),
         }
     )
 
