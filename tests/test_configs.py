@@ -160,3 +160,30 @@ def test_entry_point_finds_its_configs_from_any_directory(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pretrained: microsoft/deberta-v3-base" in proc.stdout
+
+
+def test_fast_precision_follows_the_cpu_flags(tmp_path, monkeypatch) -> None:
+    from qa_lightning import resolvers
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_tile\n")
+    without = tmp_path / "plain"
+    without.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
+    assert resolvers.cpu_has_fast_bf16(str(with_bf16))
+    assert not resolvers.cpu_has_fast_bf16(str(without))
+    assert not resolvers.cpu_has_fast_bf16(str(tmp_path / "missing"))
+    for fast, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(resolvers, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert resolvers.fast_precision("cpu") == expected
+    assert resolvers.fast_precision("mps") == "32-true"
+
+
+def test_minilm_default_precision_is_resolved_for_the_accelerator(monkeypatch) -> None:
+    from qa_lightning import resolvers
+
+    monkeypatch.setattr(resolvers, "cpu_has_fast_bf16", lambda: False)
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=cpu"])
+        assert cfg.trainer.precision == "32-true"
+        cfg = compose("train", overrides=["trainer=cpu", "trainer.precision=bf16-mixed"])
+        assert cfg.trainer.precision == "bf16-mixed"

@@ -1,12 +1,15 @@
 """qa_lightning: fine-tune transformer encoders for extractive question answering.
 
 ``from qa_lightning import QuestionAnswerer`` loads the inference code on first use, so that
-``import qa_lightning`` stays light (no torch, no transformers).
+``import qa_lightning`` stays light (no torch, no transformers; it registers the OmegaConf
+resolvers the configs use).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from qa_lightning import resolvers as _resolvers  # noqa: F401  (registers the configs' resolvers)
 
 __version__ = "0.1.0"
 __all__ = ["QuestionAnswerer", "__version__", "answer_question"]

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from qa_lightning.data.cache import cached_features, default_cache_dir, features_key
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features, prepare_train_features
+from qa_lightning.data.no_answer import keep_no_answer_fraction
 from qa_lightning.data.samplers import LengthGroupedSampler, SeededRandomSampler, sorted_by_length
 from qa_lightning.data.sources import count_unanswerable, detect_version, load_examples
 from qa_lightning.data.splits import limit_examples, split_examples
@@ -37,7 +38,9 @@ class SquadDataModule(LightningDataModule):
     test: 2000}`` or fractions) the splits are instead carved out of the ``train_split`` of the
     source by a seeded shuffle of questions (``carve_by: example``) or of article titles
     (``carve_by: title``, no paragraph shared by two splits). ``max_*_examples`` cut examples
-    before tokenization, so an example's features are never split.
+    before tokenization, so an example's features are never split. ``keep_no_answer_features``
+    keeps a seeded fraction of the training windows whose target is CLS (see
+    :mod:`qa_lightning.data.no_answer`).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SquadDataModule(LightningDataModule):
         group_by_length: bool = True,
         sort_eval_by_length: bool = True,
         num_proc: int | None = None,
+        keep_no_answer_features: float = 1.0,
         cache_dir: str | None = None,
         use_cache: bool = True,
         version_2: bool | None = None,
@@ -75,6 +79,10 @@ class SquadDataModule(LightningDataModule):
         if doc_stride >= max_length:
             raise ValueError(
                 f"doc_stride ({doc_stride}) must be smaller than max_length ({max_length})"
+            )
+        if not 0.0 <= keep_no_answer_features <= 1.0:
+            raise ValueError(
+                f"keep_no_answer_features must be within [0, 1], got {keep_no_answer_features}"
             )
         if carve_by not in ("example", "title"):
             raise ValueError(f"carve_by must be 'example' or 'title', got {carve_by!r}")
@@ -104,6 +112,7 @@ class SquadDataModule(LightningDataModule):
         self.group_by_length = group_by_length
         self.sort_eval_by_length = sort_eval_by_length
         self.num_proc = num_proc
+        self.keep_no_answer_features = keep_no_answer_features
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.use_cache = use_cache
         self._version_2 = version_2
@@ -231,6 +240,17 @@ class SquadDataModule(LightningDataModule):
         if not for_train:
             features = features.add_column("feature_index", np.arange(len(features)))
         log.info("%s: %d examples -> %d features", split, len(examples), len(features))
+        if for_train and self.keep_no_answer_features < 1.0:
+            features, kept, found = keep_no_answer_fraction(
+                features, self.tokenizer.cls_token_id, self.keep_no_answer_features, self.seed
+            )
+            log.info(
+                "train: kept %d of %d no-answer features (keep_no_answer_features=%s): %d features",
+                kept,
+                found,
+                self.keep_no_answer_features,
+                len(features),
+            )
         return features
 
     def prepare_data(self) -> None:
