@@ -3,9 +3,8 @@
 ``${fast_precision:${trainer.accelerator}}``: ``bf16-mixed`` where bf16 autocast is faster than
 fp32, else ``32-true``. That is a CUDA GPU that supports bf16, or a CPU with native bf16 dot
 products (the ``avx512_bf16`` or ``amx_bf16`` flags: recent Xeon and EPYC). Elsewhere a CPU
-emulates bf16, several times slower than fp32. Measured here (2 cores, avx512_bf16, MiniLM on the
-bundled sample): 2 training epochs took 163 s in bf16 against 255 s in fp32, with the same
-scores within noise.
+emulates bf16, several times slower than fp32. Measured here (2 cores, avx512_bf16): ``make demo``
+took 2 min 52 s in bf16 and 4 min 28 s in fp32, both reaching validation EM 33.3 / F1 40.6.
 """
 
 from __future__ import annotations
