@@ -176,20 +176,21 @@ def test_agrees_with_reference_with_other_settings(shared_data: Path, name: str)
     assert_agreement(data, batches, version_2, **params)
 
 
-@pytest.mark.parametrize("max_unchecked", [1, 10**6])
+@pytest.mark.parametrize(("max_unchecked", "chunk_rows"), [(1, 1), (10**6, 1), (10**6, 100)])
 @pytest.mark.parametrize(
     ("n_best_size", "low"),
     [(3, None), (60, -3)],
     ids=["few-candidates", "ties-k-per-length"],
 )
 def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
-    shared_data: Path, max_unchecked: int, n_best_size: int, low: int | None
+    shared_data: Path, max_unchecked: int, chunk_rows: int, n_best_size: int, low: int | None
 ) -> None:
     """Rows the fast path cannot settle wait, padded, for one exact search: same answers.
 
     Each feature is its own question, so every unsettled row decides an answer. With 3
     candidates the best span over all tokens is often not a candidate; integer logits tie, and
-    with 60 candidates ``k = min(60, L)`` differs between the length-sorted batches.
+    with 60 candidates ``k = min(60, L)`` differs between the length-sorted batches. With
+    ``chunk_rows`` 100, batches of 16 wait and are decoded together, padded to the longest.
     """
     data = load_eval_data(shared_data / "squad" / "dev-v2.0.json.gz", 300, 96, 32)
     features = [f | {"example_index": f["feature_index"]} for f in data.features]
@@ -199,7 +200,7 @@ def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
     batches = random_batches(by_length, batch_size=16, seed=3, low=low)
     assert len({batch["input_ids"].shape[1] for batch in batches}) > 3
     params = {"n_best_size": n_best_size, "max_answer_length": 30}
-    decoder = StreamingDecoder(**params, max_unchecked=max_unchecked)
+    decoder = StreamingDecoder(**params, max_unchecked=max_unchecked, chunk_rows=chunk_rows)
     for batch in batches:
         decoder.update(
             batch["start_logits"],
@@ -214,7 +215,7 @@ def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
         assert not waiting
     else:
         assert sum(len(part.rows) for part in waiting) >= 10
-        assert n_best_size < 20 or len({part.k for part in waiting}) > 1
+        assert n_best_size < 20 or chunk_rows > 1 or len({part.k for part in waiting}) > 1
     decoded = decoder.decode(ids, contexts, version_2=True)
     rows = [
         pair
