@@ -81,15 +81,7 @@ def reference_decode(
     batches: list[dict], columns: dict[str, list], features: list[dict], with_nbest: bool
 ) -> tuple:
     """The reference loop; each feature's logits row (as its batch padded it) in feature order."""
-    order = torch.cat([batch["feature_index"] for batch in batches]).tolist()
-    starts, ends = [None] * len(features), [None] * len(features)
-    rows = (
-        pair
-        for batch in batches
-        for pair in zip(batch["start_logits"].numpy(), batch["end_logits"].numpy(), strict=True)
-    )
-    for index, (start, end) in zip(order, rows, strict=True):
-        starts[index], ends[index] = start, end
+    starts, ends = reference.logits_by_feature(batches)
     return reference.postprocess_qa_predictions(
         columns["id"], columns["context"], features, starts, ends, with_nbest=with_nbest
     )

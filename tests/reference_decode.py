@@ -91,6 +91,24 @@ def _nbest_list(
     ]
 
 
+def logits_by_feature(batches: Sequence[Mapping[str, Any]]) -> tuple[list, list]:
+    """Each feature's start and end logits rows (as its batch padded them), by ``feature_index``.
+
+    ``batches`` hold ``start_logits``, ``end_logits`` and ``feature_index`` tensors, in any order
+    of features (length-sorted evaluation batches, say); together they cover features 0..n-1.
+    """
+    order = [i for batch in batches for i in batch["feature_index"].tolist()]
+    starts, ends = [None] * len(order), [None] * len(order)
+    rows = (
+        pair
+        for batch in batches
+        for pair in zip(batch["start_logits"].numpy(), batch["end_logits"].numpy(), strict=True)
+    )
+    for index, (start, end) in zip(order, rows, strict=True):
+        starts[index], ends[index] = start, end
+    return starts, ends
+
+
 def postprocess_qa_predictions(
     ids: Sequence[str],
     contexts: Sequence[str],

@@ -25,7 +25,7 @@ from qa_lightning.decoding import (
     merge_candidates,
 )
 from qa_lightning.paths import minilm_dir
-from reference_decode import postprocess_qa_predictions
+from reference_decode import logits_by_feature, postprocess_qa_predictions
 
 FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index")
 FILLS = (NEG_INF, -1, -1, NEG_INF, NEG_INF)  # empty candidate slots, per SpanCandidates field
@@ -89,9 +89,8 @@ def random_batches(
 def reference_outputs(
     data: EvalData, batches: list[dict[str, torch.Tensor]], **kwargs: Any
 ) -> tuple:
-    """The reference loop on the same logits (``batches`` cover ``data.features`` in order)."""
-    starts = [row for batch in batches for row in batch["start_logits"].numpy()]
-    ends = [row for batch in batches for row in batch["end_logits"].numpy()]
+    """The reference loop on the same logits (``batches`` cover ``data.features``)."""
+    starts, ends = logits_by_feature(batches)
     return postprocess_qa_predictions(
         data.ids, data.contexts, data.features, starts, ends, **kwargs
     )
@@ -107,16 +106,22 @@ def streaming_decode(
     **kwargs: Any,
 ) -> Any:
     decoder = StreamingDecoder(n_best_size, max_answer_length, with_nbest=with_nbest)
+    return feed(decoder, batches).decode(data.ids, data.contexts, **kwargs)
+
+
+def feed(decoder: StreamingDecoder, batches: list[dict[str, torch.Tensor]]) -> StreamingDecoder:
+    """``decoder`` after an ``update`` with every batch (collated features with logits)."""
+    keys = (
+        "start_logits",
+        "end_logits",
+        "offset_mapping",
+        "cls_index",
+        "example_index",
+        "feature_index",
+    )
     for batch in batches:
-        decoder.update(
-            batch["start_logits"],
-            batch["end_logits"],
-            batch["offset_mapping"],
-            batch["cls_index"],
-            batch["example_index"],
-            batch["feature_index"],
-        )
-    return decoder.decode(data.ids, data.contexts, **kwargs)
+        decoder.update(*(batch[key] for key in keys))
+    return decoder
 
 
 def assert_nbest_equal(ours: dict[str, list[dict]], reference: dict[str, list[dict]]) -> None:
@@ -200,16 +205,9 @@ def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
     batches = random_batches(by_length, batch_size=16, seed=3, low=low)
     assert len({batch["input_ids"].shape[1] for batch in batches}) > 3
     params = {"n_best_size": n_best_size, "max_answer_length": 30}
-    decoder = StreamingDecoder(**params, max_unchecked=max_unchecked, chunk_rows=chunk_rows)
-    for batch in batches:
-        decoder.update(
-            batch["start_logits"],
-            batch["end_logits"],
-            batch["offset_mapping"],
-            batch["cls_index"],
-            batch["example_index"],
-            batch["feature_index"],
-        )
+    decoder = feed(
+        StreamingDecoder(**params, max_unchecked=max_unchecked, chunk_rows=chunk_rows), batches
+    )
     waiting = decoder._unchecked
     if max_unchecked == 1:
         assert not waiting
@@ -217,14 +215,7 @@ def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
         assert sum(len(part.rows) for part in waiting) >= 10
         assert n_best_size < 20 or chunk_rows > 1 or len({part.k for part in waiting}) > 1
     decoded = decoder.decode(ids, contexts, version_2=True)
-    rows = [
-        pair
-        for batch in batches
-        for pair in zip(batch["start_logits"].numpy(), batch["end_logits"].numpy(), strict=True)
-    ]
-    starts, ends = [None] * len(rows), [None] * len(rows)
-    for feature, (start, end) in zip(by_length, rows, strict=True):
-        starts[feature["feature_index"]], ends[feature["feature_index"]] = start, end
+    starts, ends = logits_by_feature(batches)
     predictions, diffs, _ = postprocess_qa_predictions(
         ids, contexts, features, starts, ends, version_2_with_negative=True, **params
     )
