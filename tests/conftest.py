@@ -18,3 +18,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared reference data not found at {SHARED_DATA} (set QA_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, shared_data: Path) -> Path:
+    """A tiny random BERT (WordPiece trained on dev-v1.1 text), saved once for the session."""
+    from app_helpers import texts_of
+    from tiny_backbones import save_tiny_backbone
+
+    texts = texts_of(shared_data / "squad" / "dev-v1.1.json.gz")
+    return save_tiny_backbone("bert", texts, tmp_path_factory.mktemp("tiny") / "bert")

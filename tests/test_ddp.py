@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app_helpers import compose_run_cfg, slice_squad, texts_of
+from app_helpers import compose_run_cfg, slice_squad
 from qa_lightning import evaluate
-from tiny_backbones import save_tiny_backbone
 
 TESTS = Path(__file__).resolve().parent
 
@@ -33,12 +32,6 @@ def files(tmp_path_factory, shared_data) -> dict[str, Path]:
         "v2_train": slice_squad(v2, root / "v2_train.json", 0, 64),
         "v2_val": slice_squad(v2, root / "v2_val.json", 3000, 48),
     }
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, shared_data) -> Path:
-    texts = texts_of(shared_data / "squad" / "dev-v1.1.json.gz")
-    return save_tiny_backbone("bert", texts, tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def launch(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:

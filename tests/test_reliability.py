@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app_helpers import compose_run_cfg, slice_squad, texts_of
+from app_helpers import compose_run_cfg, slice_squad
 from qa_lightning import train
 from qa_lightning.checkpoints import load_module
 from qa_lightning.errors import DataFormatError, QALightningError
@@ -33,7 +33,6 @@ from qa_lightning.reliability import (
     resume_checkpoint,
 )
 from qa_lightning.runtime import redact
-from tiny_backbones import save_tiny_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -48,12 +47,6 @@ def files(tmp_path_factory, shared_data) -> dict[str, Path]:
         "train": slice_squad(v1, root / "train.json", 0, 64),
         "val": slice_squad(v1, root / "val.json", 2000, 32),
     }
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, shared_data) -> Path:
-    texts = texts_of(shared_data / "squad" / "dev-v1.1.json.gz")
-    return save_tiny_backbone("bert", texts, tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture(scope="module")
