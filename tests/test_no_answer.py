@@ -41,7 +41,7 @@ def test_keeps_every_answer_and_a_seeded_share_of_the_rest(keep: float, kept: in
     starts = subset["start_positions"]
     assert [s for s in starts if s not in (0, 2)] == [3, 4, 4]  # answers kept, in order
     assert len(subset) == 3 + kept
-    assert (n_kept, found) == ((kept, 5) if keep < 1 else (-1, -1))
+    assert (n_kept, found) == (kept, 5)
     again, _, _ = keep_no_answer_fraction(features, CLS, keep, seed=3)
     assert again["input_ids"] == subset["input_ids"]
 

@@ -40,8 +40,6 @@ def keep_no_answer_fraction(
     """
     if not 0.0 <= keep <= 1.0:
         raise ValueError(f"keep_no_answer_features must be within [0, 1], got {keep}")
-    if keep == 1.0:
-        return features, -1, -1
     negatives = no_answer_rows(features, cls_token_id)
     kept = round(keep * len(negatives))
     rng = np.random.default_rng(seed)
