@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests bench
 
 bench: $(STAMP)
-	for script in decode tokenize train_throughput eval_throughput; do \
+	for script in decode tokenize_speed train_throughput eval_throughput; do \
 		$(PY) bench/$$script.py || exit 1; \
 	done
 

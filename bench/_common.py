@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
+# The test helpers package (references, tiny models) serves the benchmarks too.
+if str(REPO / "tests") not in sys.path:
+    sys.path.append(str(REPO / "tests"))
 T = TypeVar("T")
 
 
@@ -150,16 +153,3 @@ def emit(result: dict[str, Any]) -> None:
     result = {**result, "load_average": list(os.getloadavg())}
     sys.stdout.flush()
     print(json.dumps(rounded(result), sort_keys=False), flush=True)
-
-
-def import_by_path(name: str, path: Path) -> Any:
-    """Import a module from a file (e.g. ``tests/reference_decode.py``)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module

@@ -55,7 +55,7 @@ SEED = 42
 TRAIN_QUESTIONS, EVAL_QUESTIONS = 3000, 1000
 MAX_LENGTH, STRIDE, BATCH = 384, 128, 16
 OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay": 0.01}
-SCHEDULER = {"_target_": "qa_lightning.optim.linear_warmup_decay", "warmup_ratio": 0.1}
+SCHEDULER = {"_target_": "qa_lightning.model.optim.linear_warmup_decay", "warmup_ratio": 0.1}
 N_BEST, MAX_ANSWER = 20, 30
 
 

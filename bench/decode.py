@@ -20,16 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import REPO, best_of, emit, import_by_path, log, set_threads, squad_file
+from _common import best_of, emit, log, set_threads, squad_file
 from transformers import AutoTokenizer
 
+from helpers import reference_decode as reference
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
 from qa_lightning.data.squad_json import read_squad_file
 from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.paths import minilm_dir
-
-reference = import_by_path("reference_decode", REPO / "tests" / "reference_decode.py")
 
 
 def eval_features(tokenizer: Any) -> tuple[dict[str, list], list[dict[str, Any]]]:

@@ -91,7 +91,7 @@ def choose_model(model: str | None) -> tuple[Path, str]:
 def checkpoint_model(checkpoint: Path, directory: Path) -> Path:
     """A Lightning checkpoint saved as a model directory (``save_pretrained``), once."""
     if not (directory / "config.json").is_file():
-        from qa_lightning.checkpoints import load_module, tokenizer_for
+        from qa_lightning.inference.loading import load_module, tokenizer_for
 
         module = load_module(checkpoint)
         module.save_hf_model(directory, tokenizer_for(checkpoint, module))

@@ -54,7 +54,7 @@ def free_port() -> int:
 
 def launch(port: int, batching: bool, threads: int) -> subprocess.Popen:
     """The server in a subprocess (``wait_ready`` waits for it)."""
-    cmd = [sys.executable, "-m", "qa_lightning.serve", str(minilm_dir()), "--port", str(port)]
+    cmd = [sys.executable, "-m", "qa_lightning.cli.serve", str(minilm_dir()), "--port", str(port)]
     cmd += ["--threads", str(threads)]
     cmd += ["--log-level", "warning"] + ([] if batching else ["--no-batching"])
     return subprocess.Popen(cmd)

@@ -33,7 +33,7 @@ from qa_lightning.data.features import prepare_train_features
 from qa_lightning.data.samplers import LengthGroupedSampler
 from qa_lightning.data.sources import load_examples
 from qa_lightning.model.module import DEFAULT_OPTIMIZER, QALightningModule, span_loss
-from qa_lightning.optim import build_optimizer
+from qa_lightning.model.optim import build_optimizer
 from qa_lightning.paths import minilm_dir
 
 MAX_LENGTH, STRIDE, BATCH, SEED = 384, 128, 16, 42

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qa_lightning import resolvers as _resolvers  # noqa: F401  (registers the configs' resolvers)
+from qa_lightning.utils import resolvers as _resolvers  # noqa: F401  (registers the configs' resolvers)
 
 __version__ = "0.1.0"
 __all__ = ["QuestionAnswerer", "__version__", "answer_question"]
 
-_LAZY = {"QuestionAnswerer": "qa_lightning.inference", "answer_question": "qa_lightning.inference"}
+_LAZY = {
+    "QuestionAnswerer": "qa_lightning.inference.answerer",
+    "answer_question": "qa_lightning.inference.answerer",
+}
 
 if TYPE_CHECKING:
     from qa_lightning.inference import QuestionAnswerer, answer_question

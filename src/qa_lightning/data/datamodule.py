@@ -17,12 +17,12 @@ from transformers import PreTrainedTokenizerBase
 from qa_lightning.data.cache import cached_features, default_cache_dir, features_key
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features, prepare_train_features
+from qa_lightning.data.loader import ResumableDataLoader
 from qa_lightning.data.no_answer import keep_no_answer_fraction
 from qa_lightning.data.samplers import LengthGroupedSampler, SeededRandomSampler, sorted_by_length
 from qa_lightning.data.sources import count_unanswerable, detect_version, load_examples
 from qa_lightning.data.splits import limit_examples, split_examples
 from qa_lightning.errors import DataFormatError
-from qa_lightning.reliability import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class SquadDataModule(LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
             if isinstance(self._tokenizer_arg, str):
-                from qa_lightning.model.backbone import load_tokenizer
+                from qa_lightning.hub import load_tokenizer
 
                 self._tokenizer = load_tokenizer(self._tokenizer_arg)
             else:

@@ -1,7 +1,7 @@
 """Training orders: length-aware (less padding per batch, so fewer wasted FLOPs) or plain random.
 
 Both depend only on ``(seed, epoch)``, never on the global random state, so a run restarted
-mid-epoch sees the same order (see :class:`qa_lightning.reliability.ResumableDataLoader`).
+mid-epoch sees the same order (see :class:`qa_lightning.data.loader.ResumableDataLoader`).
 """
 
 from __future__ import annotations

@@ -7,15 +7,12 @@ their answers aligned (:mod:`qa_lightning.data.alignment`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import httpx
-import huggingface_hub.constants
 import pyarrow.compute as pc
 from datasets import Features, List, Value
 from huggingface_hub.errors import LocalEntryNotFoundError
@@ -23,6 +20,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from qa_lightning.data.alignment import align_answers
 from qa_lightning.data.squad_json import Record, read_squad_file
 from qa_lightning.errors import DataFormatError, OfflineError
+from qa_lightning.hub import looks_like_path, offline_mode
 from qa_lightning.paths import SAMPLE_DATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -37,9 +35,6 @@ SQUAD_FEATURES = Features(
     }
 )
 SAMPLE = "sample"
-_FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
-_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _HUB_ERRORS = (ConnectionError, TimeoutError, LocalEntryNotFoundError, httpx.TransportError)
 
 
@@ -59,7 +54,7 @@ def load_examples(
     path = Path(source).expanduser()
     if path.is_file():
         return load_file(path)
-    if _looks_like_path(str(source)):
+    if looks_like_path(str(source)):
         raise FileNotFoundError(f"data file not found: {path}")
     return load_hub(str(source), split=split, cache_dir=cache_dir)
 
@@ -91,7 +86,7 @@ def load_hub(name: str, *, split: str | None, cache_dir: str | None = None) -> d
     """
     if split is None:
         raise ValueError(f"loading the hub dataset {name!r} needs a split, e.g. split='train'")
-    with _offline_mode_from_env():
+    with offline_mode():
         try:
             dataset = datasets.load_dataset(name, split=split, cache_dir=cache_dir)
         except _HUB_ERRORS as err:
@@ -111,34 +106,6 @@ def count_unanswerable(dataset: datasets.Dataset) -> int:
     answers = dataset.with_format("arrow")["answers"].combine_chunks()
     lengths = pc.list_value_length(pc.struct_field(answers, "text"))
     return int(pc.sum(pc.equal(lengths, 0)).as_py())
-
-
-def _looks_like_path(source: str) -> bool:
-    """Whether ``source`` is meant as a file (hub names are ``name`` or ``owner/name``)."""
-    return (
-        source.lower().endswith(_FILE_SUFFIXES)
-        or source.startswith((".", "/", "~"))
-        or source.count("/") > 1
-        or "\\" in source
-    )
-
-
-def _env_offline() -> bool:
-    return any(os.environ.get(name, "").upper() in _TRUE for name in _OFFLINE_ENV)
-
-
-@contextlib.contextmanager
-def _offline_mode_from_env() -> Iterator[None]:
-    """Apply the offline env vars, which ``datasets`` and ``huggingface_hub`` read at import."""
-    if not _env_offline():
-        yield
-        return
-    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def _offline_message(name: str, err: Exception) -> str:

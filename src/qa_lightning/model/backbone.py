@@ -1,9 +1,6 @@
-"""Load QA models and tokenizers from the hub, a local directory or a random config, offline-aware.
+"""Build the QA backbone: pretrained weights (hub, local directory, ``minilm``) or a random config.
 
-A hub name is only fetched after one quick reachability probe: ``from_pretrained`` would otherwise
-retry for ~25 s before failing. When the hub cannot be reached (or ``HF_HUB_OFFLINE`` is set), the
-local Hugging Face cache is tried, then an :class:`~qa_lightning.errors.OfflineError` names the
-alternatives.
+Where names resolve and what happens offline is :mod:`qa_lightning.hub`'s rule.
 """
 
 from __future__ import annotations
@@ -11,113 +8,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import get_session
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from qa_lightning.errors import OfflineError
-from qa_lightning.paths import minilm_dir
+from qa_lightning.hub import from_hub_or_cache, load_config, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
-MINILM_ALIAS = "minilm"
-PROBE_TIMEOUT_S = 3.0
-_TRUE = {"1", "ON", "YES", "TRUE"}
 # Keys a QA model may legitimately lack or leave unused when built from a base checkpoint.
 _HEAD_PREFIXES = ("qa_outputs.",)
 _UNUSED_PREFIXES = ("pooler.", "lm_head.", "cls.")
 
 T = TypeVar("T")
-
-
-def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
-    """``"minilm"`` -> the packaged MiniLM folder; a directory -> its absolute path; else a hub name."""
-    name = str(pretrained)
-    if name == MINILM_ALIAS:
-        return str(minilm_dir())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", ""):
-        raise FileNotFoundError(f"model directory not found: {path}")
-    return name
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set (read now, not at import time like huggingface_hub)."""
-    return hub_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One HEAD request to the hub endpoint, no retries."""
-    try:
-        get_session().head(hub_constants.ENDPOINT, timeout=timeout)
-    except Exception:  # any transport error (DNS, refused, timeout, proxy) means unreachable
-        return False
-    return True
-
-
-def _offline_error(name: str, reason: str) -> OfflineError:
-    return OfflineError(
-        f"Cannot load {name!r}: it is not a local directory, it is not in the Hugging Face cache, "
-        f"and {reason}. Use a local directory with `model.pretrained=/path/to/model` "
-        f"(a folder written by `save_pretrained`), or the packaged model with `model=minilm`."
-    )
-
-
-def _from_hub_or_cache(name: str, load: Callable[..., T], **kwargs: Any) -> T:
-    """``load(name, **kwargs)`` for a local dir; for a hub name, probe first and fall back to the cache."""
-    if Path(name).is_dir():
-        return load(name, **kwargs)
-    if hub_offline():
-        reason = "HF_HUB_OFFLINE is set"
-    elif hub_reachable():
-        return load(name, **kwargs)
-    else:
-        reason = f"the Hugging Face hub ({hub_constants.ENDPOINT}) is unreachable"
-    try:
-        return load(name, local_files_only=True, **kwargs)
-    except OSError as err:
-        raise _offline_error(name, reason) from err
-
-
-def load_tokenizer(pretrained: str | os.PathLike[str], **kwargs: Any) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained`` for a hub name, a local directory or ``"minilm"``."""
-    return _from_hub_or_cache(
-        resolve_pretrained(pretrained), AutoTokenizer.from_pretrained, **kwargs
-    )
-
-
-def load_config(
-    pretrained: str | os.PathLike[str] | None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    trust_remote_code: bool = False,
-) -> PretrainedConfig:
-    """The config of ``pretrained`` with ``overrides``, or ``overrides`` alone (needs ``model_type``)."""
-    overrides = dict(overrides or {})
-    if pretrained is None:
-        if "model_type" not in overrides:
-            raise ValueError("A model config without `pretrained` needs a `model_type` key.")
-        return AutoConfig.for_model(**overrides)
-    return _from_hub_or_cache(
-        resolve_pretrained(pretrained),
-        AutoConfig.from_pretrained,
-        trust_remote_code=trust_remote_code,
-        **overrides,
-    )
 
 
 def _with_attn_fallback(build: Callable[..., T], attn_implementation: str | None) -> T:
@@ -183,7 +88,7 @@ def load_qa_model(
     name = resolve_pretrained(pretrained)
 
     def build(**attn: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
-        return _from_hub_or_cache(
+        return from_hub_or_cache(
             name,
             AutoModelForQuestionAnswering.from_pretrained,
             output_loading_info=True,

@@ -9,18 +9,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import GradClipAlgorithmType
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.decoding import mask_padding
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
-from qa_lightning.optim import FactorySpec, build_optimizer, from_spec, to_spec
+from qa_lightning.model.inputs import global_attention_mask
+from qa_lightning.model.loss import position_accuracy, span_loss
+from qa_lightning.model.optim import FactorySpec, build_optimizer, from_spec, to_plain, to_spec
 
 log = logging.getLogger(__name__)
 
@@ -30,48 +30,6 @@ EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
 LOG_NAMES = {"exact": "exact_match"}
 PROG_BAR = ("exact_match", "f1")
 STAGE_SPLITS = {"val": "validation", "test": "test"}
-
-
-def span_loss(
-    start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor
-) -> Tensor:
-    """Mean of the start and end cross-entropies (in float32); positions past the end are ignored."""
-    length = start_logits.size(1)
-
-    def ce(logits: Tensor, positions: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), positions.clamp(0, length), ignore_index=length)
-
-    return (ce(start_logits, start_positions) + ce(end_logits, end_positions)) / 2
-
-
-def position_accuracy(logits: Tensor, positions: Tensor) -> Tensor:
-    """Fraction of rows whose argmax token is the gold position (rows with positions in range)."""
-    valid = positions < logits.size(1)
-    hits = (logits.argmax(dim=1) == positions) & valid
-    return hits.sum() / valid.sum().clamp(min=1)
-
-
-def global_attention_mask(
-    input_ids: Tensor, attention_mask: Tensor, sep_token_id: int, question_first: bool = True
-) -> Tensor:
-    """Longformer's global attention on the question tokens and the first (CLS) token.
-
-    Question first (``<s> q </s></s> c </s>``): the tokens before the first separator. Context
-    first: the tokens between the last two separators. Works with either padding side.
-    """
-    sep = input_ids == sep_token_id
-    attended = attention_mask.bool()
-    if question_first:
-        question = sep.cumsum(dim=1) == 0
-    else:
-        question = (sep.flip(1).cumsum(dim=1).flip(1) == 1) & ~sep
-    first = (attended.long().cumsum(dim=1) == 1) & attended
-    return ((question | first) & attended).long()
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts and lists (checkpoints load with ``weights_only``)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 class QALightningModule(LightningModule):
@@ -84,7 +42,7 @@ class QALightningModule(LightningModule):
         optimizer: factory of the optimizer given the parameter groups (Hydra ``_partial_``),
             or a ``_target_`` mapping; default AdamW(lr=3e-5, weight_decay=0.01).
         scheduler: factory ``(optimizer, num_training_steps) -> LRScheduler`` stepped every
-            optimizer step, e.g. ``qa_lightning.optim.linear_warmup_decay``; None: constant LR.
+            optimizer step, e.g. ``qa_lightning.model.optim.linear_warmup_decay``; None: constant LR.
         version_2: SQuAD v2.0 scoring (unanswerable questions); None: the datamodule's version.
         question_first: question before context in the features; None: from the datamodule's
             tokenizer (its padding side), else True. Only Longformer's global attention uses it.
@@ -115,13 +73,13 @@ class QALightningModule(LightningModule):
         # save_hyperparameters() reads these rebound locals.
         optimizer = to_spec(optimizer if optimizer is not None else DEFAULT_OPTIMIZER)
         scheduler = to_spec(scheduler) if scheduler is not None else None
-        config_overrides = _plain(config_overrides)
+        config_overrides = to_plain(config_overrides)
         self.save_hyperparameters(ignore=["hf_config"])
 
         if hf_config is not None:
             self.model = load_qa_model(
                 None,
-                config=_plain(hf_config),
+                config=to_plain(hf_config),
                 random_init=True,
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,

@@ -1,0 +1,1 @@
+"""Entry points: thin commands that turn configs or arguments into library calls."""

@@ -1,0 +1,97 @@
+"""Merge per-feature candidates per example: best spans over all its windows, minimum null score."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from qa_lightning.decoding.candidates import NEG_INF, SpanCandidates
+
+
+def _unique_features(example_index: Tensor, feature_index: Tensor) -> Tensor:
+    """Row order grouping features by example, in feature order, keeping one of each duplicate."""
+    by_feature = torch.sort(feature_index, stable=True).indices
+    sorted_features = feature_index[by_feature]
+    first = torch.ones_like(sorted_features, dtype=torch.bool)
+    first[1:] = sorted_features[1:] != sorted_features[:-1]
+    by_feature = by_feature[first]
+    return by_feature[torch.sort(example_index[by_feature], stable=True).indices]
+
+
+def merge_candidates(
+    candidates: SpanCandidates,
+    example_index: Tensor,
+    feature_index: Tensor,
+    num_examples: int,
+) -> tuple[SpanCandidates, Tensor]:
+    """Per example: its best ``K`` spans over all its features and their minimum null score.
+
+    Rows sharing a ``feature_index`` are the same feature and count once. Returns the merged
+    candidates (``num_examples`` rows, ``null_score`` ``+inf`` for examples without features)
+    and a boolean mask of the examples that had at least one feature.
+    """
+    if candidates.scores.shape[1] == 1:
+        return _merge_single_spans(candidates, example_index.long(), feature_index, num_examples)
+    order = _unique_features(example_index, feature_index)
+    features = candidates.select(order)
+    examples = example_index[order].long()
+    num_slots = features.scores.shape[1]
+    flat_examples = examples.repeat_interleave(num_slots)
+    by_score = torch.sort(features.scores.flatten(), descending=True, stable=True).indices
+    grouped = by_score[torch.sort(flat_examples[by_score], stable=True).indices]
+    slot_examples = flat_examples[grouped]
+    counts = _example_counts(examples, num_examples)
+    group_start = torch.cumsum(counts * num_slots, 0) - counts * num_slots
+    rank = torch.arange(len(grouped), device=grouped.device) - group_start[slot_examples]
+    keep = rank < num_slots
+    rows, cols, source = slot_examples[keep], rank[keep], grouped[keep]
+    merged = []
+    for field, fill in zip(features[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True):
+        out = field.new_full((num_examples, num_slots), fill)
+        out[rows, cols] = field.flatten()[source]
+        merged.append(out)
+    null = features.null_score.new_full((num_examples,), float("inf"))
+    null = null.scatter_reduce(0, examples, features.null_score, reduce="amin")
+    return SpanCandidates(*merged, null_score=null), counts > 0
+
+
+def _example_counts(examples: Tensor, num_examples: int) -> Tensor:
+    counts = torch.bincount(examples, minlength=num_examples)
+    if len(counts) > num_examples:
+        raise ValueError(
+            f"example_index {len(counts) - 1} is out of range ({num_examples} examples)"
+        )
+    return counts
+
+
+def _merge_single_spans(
+    candidates: SpanCandidates, examples: Tensor, feature_index: Tensor, num_examples: int
+) -> tuple[SpanCandidates, Tensor]:
+    """:func:`merge_candidates` for one span per feature, without sorting.
+
+    Per example the best score wins, the lowest ``feature_index`` among equal scores; rows that
+    repeat a feature hold the same values, so which of them is read does not matter.
+    """
+    counts = _example_counts(examples, num_examples)
+    scores = candidates.scores[:, 0]
+    best = scores.new_full((num_examples,), NEG_INF)
+    best = best.scatter_reduce(0, examples, scores, reduce="amax")
+    is_best = scores == best[examples]
+    no_feature = int(feature_index.max()) + 1 if len(feature_index) else 0
+    first = feature_index.new_full((num_examples,), no_feature)
+    first = first.scatter_reduce(
+        0, examples, feature_index.masked_fill(~is_best, no_feature), reduce="amin"
+    )
+    chosen = (is_best & (feature_index == first[examples])).nonzero().squeeze(1)
+    row = examples.new_full((num_examples,), -1).scatter_(0, examples[chosen], chosen)
+    found = (row >= 0)[:, None]
+    row = row.clamp(min=0)
+    merged = [
+        torch.where(found, field[row], fill)
+        if len(field)
+        else field.new_full((num_examples, 1), fill)
+        for field, fill in zip(candidates[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True)
+    ]
+    null = candidates.null_score.new_full((num_examples,), float("inf"))
+    null = null.scatter_reduce(0, examples, candidates.null_score, reduce="amin")
+    return SpanCandidates(*merged, null_score=null), counts > 0

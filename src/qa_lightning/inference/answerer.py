@@ -1,0 +1,329 @@
+"""Answer questions with a trained model: ``QuestionAnswerer`` and ``answer_question``.
+
+Uses the same feature preparation (overlapping windows) and the same decoder as evaluation
+(:mod:`qa_lightning.decoding`). ``compat="pipeline"`` reproduces the removed transformers 4.x
+``pipeline("question-answering")`` instead (:mod:`qa_lightning.decoding.pipeline_compat`). The model is a
+PyTorch module or an exported ONNX model (:mod:`qa_lightning.inference.onnx`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from qa_lightning.data.collate import QACollator
+from qa_lightning.data.features import prepare_eval_features
+from qa_lightning.decoding import StreamingDecoder, mask_padding
+from qa_lightning.errors import DataFormatError
+
+SpanModel = Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]]
+"""A batch of features -> start and end logits ``[B, L]`` (``QALightningModule`` is one)."""
+
+Answer = dict[str, Any]
+"""``{"answer": str, "score": float, "start": int, "end": int}`` (character offsets, end exclusive)."""
+
+COMPAT_MODES = (None, "pipeline")
+DEFAULT_MAX_ANSWER_LENGTH = 30
+MAX_WINDOW = 384
+
+
+class QuestionAnswerer:
+    """Extractive QA over contexts of any length, batched and sorted by length.
+
+    ``qa = QuestionAnswerer.from_pretrained("outputs/.../hf_model")``;
+    ``qa.answer(question, context)`` -> ``[{"answer", "score", "start", "end"}]`` (best first), where
+    ``score`` is the probability among the n-best spans (softmax of their start + end logits over
+    all windows) and ``start``/``end`` are character offsets: ``context[start:end] == answer``.
+
+    Args:
+        module: the model, a callable ``batch -> (start_logits, end_logits)``: a
+            ``QALightningModule`` or the ONNX runner of :mod:`qa_lightning.inference.onnx`.
+        tokenizer: the model's (fast) tokenizer.
+        device: where a torch module runs.
+        batch_size: features per forward pass.
+        compat: ``"pipeline"`` answers exactly as transformers 4.x ``pipeline("question-answering")``
+            did (word-aligned answers, its scores and null answer, max_answer_length 15).
+    """
+
+    def __init__(
+        self,
+        module: SpanModel,
+        tokenizer: PreTrainedTokenizerBase,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        compat: Literal["pipeline"] | None = None,
+    ) -> None:
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("QuestionAnswerer needs a fast tokenizer (offset mappings)")
+        self.device = torch.device(device)
+        if isinstance(module, torch.nn.Module):
+            module = module.to(self.device).eval()
+        self.module = module
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.compat = compat
+        self.collate = QACollator(tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        backend: Literal["auto", "torch", "onnx"] = "auto",
+        **kwargs: Any,
+    ) -> QuestionAnswerer:
+        """From an ``hf_model/`` directory, a Lightning ``.ckpt``, a hub name or an ONNX export.
+
+        ``backend="auto"`` runs a directory written by ``qa-lightning-export`` (it holds
+        ``model.onnx``) with onnxruntime and anything else with PyTorch.
+        """
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
+        if backend == "onnx" or (backend == "auto" and _is_onnx_export(path)):
+            from qa_lightning.inference.onnx import load_onnx
+
+            model, tokenizer = load_onnx(path, device=kwargs.get("device", "cpu"))
+            return cls(model, tokenizer, **kwargs)
+        from qa_lightning.inference.loading import load_module_and_tokenizer
+
+        module, tokenizer = load_module_and_tokenizer(path)
+        return cls(module, tokenizer, **kwargs)
+
+    def answer(self, question: str, context: str, top_k: int = 1, **options: Any) -> list[Answer]:
+        """The ``top_k`` best answers to one question (see ``__call__`` for the options)."""
+        return self([question], [context], top_k=top_k, **options)[0]
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        top_k: int = 1,
+        handle_impossible_answer: bool = False,
+        max_answer_length: int | None = None,
+        doc_stride: int | None = None,
+        max_length: int | None = None,
+        n_best_size: int = 20,
+        align_to_words: bool | None = None,
+    ) -> list[list[Answer]]:
+        """Answers for many questions at once; each list holds up to ``top_k`` answers, best first.
+
+        Args:
+            handle_impossible_answer: the empty answer (``""``, start = end = 0) competes with the
+                spans: the CLS start + end logits (the minimum over windows) against the spans'.
+            max_answer_length: in tokens; default 30 (15 with ``compat="pipeline"``).
+            doc_stride: overlap of consecutive windows in tokens; default ``min(128, max_length // 2)``.
+            max_length: tokens per window; default ``min(tokenizer.model_max_length, 384)``.
+            n_best_size: candidate starts and ends per window, and the n-best list's length (so
+                ``top_k`` answers at most ``n_best_size``, plus the empty one).
+            align_to_words: ``compat="pipeline"`` only: widen answers to whole words (default True).
+
+        An answer list is empty when no window has a valid span (and no empty answer is allowed).
+        """
+        questions, contexts = _validate(questions, contexts)
+        limits = {
+            "top_k": top_k,
+            "n_best_size": n_best_size,
+            "max_answer_length": max_answer_length,
+        }
+        for name, value in limits.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if align_to_words is not None and self.compat is None:
+            raise ValueError('align_to_words needs QuestionAnswerer(..., compat="pipeline")')
+        if not questions:
+            return []
+        max_length = max_length or min(self.tokenizer.model_max_length, MAX_WINDOW)
+        doc_stride = min(128, max_length // 2) if doc_stride is None else doc_stride
+        if self.compat == "pipeline":
+            return self._pipeline_answers(
+                questions,
+                contexts,
+                top_k=top_k,
+                handle_impossible_answer=handle_impossible_answer,
+                max_answer_length=max_answer_length,
+                doc_stride=doc_stride,
+                max_length=max_length,
+                align_to_words=True if align_to_words is None else align_to_words,
+            )
+        _check_windows(self.tokenizer, [q.lstrip() for q in questions], max_length, doc_stride)
+        examples = {
+            "question": questions,
+            "context": contexts,
+            "answers": [{"text": [], "answer_start": []}] * len(questions),
+        }
+        features = prepare_eval_features(
+            examples, self.tokenizer, max_length, doc_stride, indices=list(range(len(questions)))
+        )
+        decoder = StreamingDecoder(
+            n_best_size=n_best_size,
+            max_answer_length=max_answer_length or DEFAULT_MAX_ANSWER_LENGTH,
+            with_nbest=True,
+        )
+        for batch, start_logits, end_logits in self.forward_features(features):
+            decoder.update(
+                start_logits,
+                end_logits,
+                batch["offset_mapping"],
+                batch["cls_index"],
+                batch["example_index"],
+                batch["feature_index"],
+            )
+        ids = [str(i) for i in range(len(questions))]
+        decoded = decoder.decode(ids, contexts, version_2=handle_impossible_answer)
+        return [_top(decoded.nbest.get(qid, []), top_k) for qid in ids]
+
+    def forward_features(
+        self, features: Mapping[str, Sequence[Any]]
+    ) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
+        """``(batch, start_logits, end_logits)`` for batches of ``features``, longest first.
+
+        Each batch holds ``feature_index`` (the features' rows) besides the collated fields.
+        Padded positions get the lowest logit, so that answers never depend on the batching.
+        """
+        keys = [k for k in features if k not in ("start_positions", "end_positions")]
+        order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
+        for first in range(0, len(order), self.batch_size):
+            rows = order[first : first + self.batch_size]
+            batch = self.collate([{k: features[k][i] for k in keys} for i in rows])
+            batch["feature_index"] = torch.as_tensor(rows, dtype=torch.long)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            start_logits, end_logits = self.module(batch)
+            mask = batch["attention_mask"]
+            yield (
+                batch,
+                mask_padding(start_logits.float(), mask),
+                mask_padding(end_logits.float(), mask),
+            )
+
+    def _pipeline_answers(
+        self,
+        questions: list[str],
+        contexts: list[str],
+        *,
+        top_k: int,
+        handle_impossible_answer: bool,
+        max_answer_length: int | None,
+        doc_stride: int,
+        max_length: int,
+        align_to_words: bool,
+    ) -> list[list[Answer]]:
+        from qa_lightning.decoding import pipeline_compat
+
+        if doc_stride > max_length:
+            raise ValueError(f"doc_stride ({doc_stride}) is larger than max_length ({max_length})")
+        _check_windows(self.tokenizer, questions, max_length, doc_stride)
+        features, encodings = pipeline_compat.pipeline_features(
+            questions, contexts, self.tokenizer, max_length, doc_stride
+        )
+        spans = pipeline_compat.PipelineSpans(
+            self.tokenizer,
+            top_k=top_k,
+            max_answer_length=max_answer_length or pipeline_compat.MAX_ANSWER_LENGTH,
+            align_to_words=align_to_words,
+        )
+        for batch, start_logits, end_logits in self.forward_features(features):
+            spans.update(batch, start_logits, end_logits)
+        return spans.answers(
+            features["example_index"],
+            encodings,
+            contexts,
+            top_k=top_k,
+            handle_impossible_answer=handle_impossible_answer,
+        )
+
+
+def _is_onnx_export(path: str | Path) -> bool:
+    from qa_lightning.inference.onnx import ONNX_FILE
+
+    return (Path(path) / ONNX_FILE).is_file()
+
+
+def _top(nbest: list[dict[str, Any]], top_k: int) -> list[Answer]:
+    return [
+        {
+            "answer": e["text"],
+            "score": float(e["probability"]),
+            "start": int(e["start"]),
+            "end": int(e["end"]),
+        }
+        for e in nbest[:top_k]
+    ]
+
+
+def _validate(questions: Sequence[str], contexts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Lists of non-empty strings of equal length; clear errors otherwise."""
+    for name, values in (("questions", questions), ("contexts", contexts)):
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            raise TypeError(
+                f"{name} must be a list of strings, got {type(values).__name__} "
+                "(use QuestionAnswerer.answer for a single question)"
+            )
+    if len(questions) != len(contexts):
+        raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+    for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
+        for field, value in (("question", question), ("context", context)):
+            if not isinstance(value, str) or not value.strip():
+                raise DataFormatError(
+                    f"must be a non-empty string, got {value!r:.40}", qid=str(i), field=field
+                )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:  # lone surrogates: bytes that were not UTF-8
+                raise DataFormatError(
+                    f"is not valid text: {err.reason} at character {err.start}",
+                    qid=str(i),
+                    field=field,
+                ) from None
+    return list(questions), list(contexts)
+
+
+def _check_windows(
+    tokenizer: PreTrainedTokenizerBase, questions: list[str], max_length: int, doc_stride: int
+) -> None:
+    """Each question leaves more than ``doc_stride`` context tokens per window.
+
+    The tokenizer would otherwise abort the process (a Rust panic), not raise.
+    """
+    if doc_stride < 0:
+        raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+    for i, length in enumerate(lengths):
+        room = max_length - specials - length
+        if room <= doc_stride:
+            raise DataFormatError(
+                f"the question has {length} tokens, which leaves {room} context tokens per "
+                f"window of max_length={max_length}: need more than doc_stride={doc_stride}. "
+                "Shorten the question, lower doc_stride or raise max_length.",
+                qid=str(i),
+                field="question",
+            )
+
+
+_DEFAULT: dict[str, QuestionAnswerer] = {}
+
+
+def answer_question(
+    question: str, context: str, model_path: str | Path | None = None, **options: Any
+) -> str:
+    """The best answer's text (``""`` for no answer): the classic tutorials' one-liner.
+
+    The model of ``model_path`` is loaded once and kept for later calls.
+    """
+    if model_path is None:
+        raise ValueError("answer_question needs model_path: an hf_model/ directory or a checkpoint")
+    key = str(model_path)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = QuestionAnswerer.from_pretrained(model_path)
+    answers = _DEFAULT[key].answer(question, context, top_k=1, **options)
+    return answers[0]["answer"] if answers else ""

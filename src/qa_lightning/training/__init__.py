@@ -1,0 +1,1 @@
+"""The Lightning runtime: checkpoint IO, callbacks, resume, run outputs, sweeps, the run recipe."""

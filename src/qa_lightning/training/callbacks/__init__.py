@@ -1,0 +1,1 @@
+"""Lightning callbacks, one per module; ``conf/callbacks/`` composes them."""

@@ -1,0 +1,116 @@
+"""ONNX export: ``qa-lightning-export`` writes a model that onnxruntime runs like PyTorch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from qa_lightning.cli.export import main
+from qa_lightning.data.squad_json import read_squad_file
+from qa_lightning.hub import load_tokenizer
+from qa_lightning.inference import QuestionAnswerer
+from qa_lightning.inference.answerer import SpanModel
+from qa_lightning.inference.onnx import ONNX_FILE, OnnxSpanModel, export_onnx
+from qa_lightning.model.module import QALightningModule
+
+ort = pytest.importorskip("onnxruntime")
+N_QUESTIONS = 200
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """MiniLM with a seeded random head (scaled up: decisive logits, as a trained head gives)."""
+    tmp = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    module = QALightningModule(pretrained="minilm")
+    with torch.no_grad():
+        module.model.qa_outputs.weight.mul_(10)
+    model_dir = module.save_hf_model(tmp / "hf_model", load_tokenizer("minilm"))
+    main([str(model_dir), "--format", "onnx", "--output", str(tmp / "onnx"), "--opset", "17"])
+    return model_dir, tmp / "onnx"
+
+
+@pytest.fixture(scope="module")
+def dev(shared_data: Path) -> tuple[list[str], list[str]]:
+    records = read_squad_file(shared_data / "squad" / "dev-v1.1.json.gz").records[:N_QUESTIONS]
+    return [r["question"] for r in records], [r["context"] for r in records]
+
+
+def test_export_writes_a_dynamic_onnx_model_and_tokenizer(exported: tuple[Path, Path]) -> None:
+    import onnx
+
+    _, onnx_dir = exported
+    assert {ONNX_FILE, "tokenizer.json", "tokenizer_config.json", "export.json"} <= {
+        p.name for p in onnx_dir.iterdir()
+    }
+    onnx.checker.check_model(str(onnx_dir / ONNX_FILE))
+    session = ort.InferenceSession(str(onnx_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    assert inputs == {
+        name: ["batch", "sequence"] for name in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
+    info = json.loads((onnx_dir / "export.json").read_text())
+    assert (info["opset"], info["model_type"]) == (17, "bert")
+
+
+class Recorder:
+    """A span model that keeps the logits it returns."""
+
+    def __init__(self, model: SpanModel) -> None:
+        self.model, self.logits = model, []
+
+    def __call__(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        start, end = self.model(batch)
+        self.logits.append((start, end))
+        return start, end
+
+
+def test_logits_and_answers_match_pytorch(
+    exported: tuple[Path, Path], dev: tuple[list[str], list[str]]
+) -> None:
+    model_dir, onnx_dir = exported
+    torch_qa = QuestionAnswerer.from_pretrained(model_dir)
+    onnx_qa = QuestionAnswerer.from_pretrained(onnx_dir)
+    assert isinstance(onnx_qa.module, OnnxSpanModel)
+    recorders = [Recorder(torch_qa.module), Recorder(onnx_qa.module)]
+    expected, got = (
+        QuestionAnswerer(recorder, torch_qa.tokenizer)(*dev, top_k=2, handle_impossible_answer=True)
+        for recorder in recorders
+    )
+    assert len(recorders[0].logits) == len(recorders[1].logits) > 1
+    for (s1, e1), (s2, e2) in zip(recorders[0].logits, recorders[1].logits, strict=True):
+        assert (s1 - s2).abs().max().item() < 1e-4
+        assert (e1 - e2).abs().max().item() < 1e-4
+    assert [[(a["answer"], a["start"], a["end"]) for a in x] for x in got] == [
+        [(a["answer"], a["start"], a["end"]) for a in x] for x in expected
+    ]
+    for x, y in zip(got, expected, strict=True):
+        assert [a["score"] for a in x] == pytest.approx([a["score"] for a in y], abs=1e-4)
+
+
+def test_onnx_backend_in_pipeline_compat_mode(exported: tuple[Path, Path]) -> None:
+    model_dir, onnx_dir = exported
+    question, context = "Who designed it?", "The tower was designed by Gustave Eiffel in 1887."
+    answers = [
+        QuestionAnswerer.from_pretrained(path, compat="pipeline").answer(question, context, top_k=3)
+        for path in (model_dir, onnx_dir)
+    ]
+    assert [a["answer"] for a in answers[0]] == [a["answer"] for a in answers[1]]
+
+
+def test_default_output_and_missing_model(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir, _ = exported
+    link = tmp_path / "hf_model"
+    link.symlink_to(model_dir, target_is_directory=True)
+    assert export_onnx(link, verify=False) == tmp_path / "hf_model-onnx"
+    assert (tmp_path / "hf_model-onnx" / ONNX_FILE).is_file()
+    with pytest.raises(FileNotFoundError, match=r"model\.onnx"):
+        QuestionAnswerer.from_pretrained(tmp_path, backend="onnx")
+    with pytest.raises(SystemExit):
+        main([str(model_dir), "--format", "tflite"])

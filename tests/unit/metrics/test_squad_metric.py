@@ -1,0 +1,177 @@
+"""SquadMetric: streaming decoding plus official scores, in one process and under DDP (gloo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from helpers.eval_data import (
+    SQUAD_FILES,
+    EvalData,
+    load_eval_data,
+    random_batches,
+    reference_outputs,
+)
+from helpers.metric_ddp import WORLD_SIZE, ddp_worker, evaluate, metric_inputs
+from qa_lightning.metrics.squad_eval import (
+    MissingPredictionWarning,
+    compute_exact,
+    compute_f1,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+    score_predictions,
+)
+from qa_lightning.metrics.squad_metric import SquadMetric
+
+
+def run_metric(
+    data: EvalData, batches: list, version_2: bool, **kwargs: Any
+) -> tuple[dict, SquadMetric]:
+    metric = SquadMetric(version_2=version_2, **kwargs)
+    metric.set_examples(data.ids, data.contexts, data.answers)
+    for batch in batches:
+        metric.update(*metric_inputs(batch))
+    return metric.compute(), metric
+
+
+@pytest.mark.parametrize("name", SQUAD_FILES)
+def test_scores_equal_reference_decoding_scored_officially(shared_data: Path, name: str) -> None:
+    file, version_2 = SQUAD_FILES[name]
+    data = load_eval_data(shared_data / "squad" / file, 600, 96, 32)
+    batches = random_batches(data.features, batch_size=40, seed=7)
+    predictions, diffs, _ = reference_outputs(data, batches, version_2_with_negative=version_2)
+    gold = dict(zip(data.ids, data.answers, strict=True))
+    if version_2:
+        expected = score_predictions(
+            gold, predictions, version="2.0", na_probs=diffs, na_prob_thresh=0.0
+        )
+        assert "best_f1_thresh" in expected and expected["NoAns_total"] > 0
+    else:
+        expected = score_predictions(gold, predictions, version="1.1")
+    result, metric = run_metric(data, batches, version_2)
+    assert result == expected
+    assert metric.predictions == predictions
+    assert metric.na_probs == diffs
+
+    metric.reset()
+    for batch in batches:
+        metric.update(*metric_inputs(batch))
+    assert metric.compute() == result
+
+
+def _official_per_question(
+    golds: list[str], prediction: str, version_2: bool
+) -> tuple[float, float]:
+    """One question's EM and F1 as the official script of the version computes them."""
+    if version_2:
+        kept = [g for g in golds if normalize_answer(g)] or [""]
+        return max(compute_exact(g, prediction) for g in kept), max(
+            compute_f1(g, prediction) for g in kept
+        )
+    return max(exact_match_score(prediction, g) for g in golds), max(
+        f1_score(prediction, g) for g in golds
+    )
+
+
+@pytest.mark.parametrize("name", SQUAD_FILES)
+def test_questions_without_features_score_zero(shared_data: Path, name: str) -> None:
+    file, version_2 = SQUAD_FILES[name]
+    data = load_eval_data(shared_data / "squad" / file, 400, 96, 32)
+    kept = [f for f in data.features if f["example_index"] % 3]
+    batches = random_batches(kept, batch_size=40, seed=2)
+    if version_2:
+        result, metric = run_metric(data, batches, version_2)
+    else:
+        with pytest.warns(MissingPredictionWarning):
+            result, metric = run_metric(data, batches, version_2)
+    assert len(metric.predictions) == len({f["example_index"] for f in kept}) < len(data.ids)
+    per_question = {
+        qid: _official_per_question(golds, metric.predictions[qid], version_2)
+        if qid in metric.predictions
+        else (0, 0.0)
+        for qid, golds in zip(data.ids, data.answers, strict=True)
+    }
+    groups = {"": data.ids}
+    if version_2:
+        groups["HasAns_"] = [q for q, a in zip(data.ids, data.answers, strict=True) if a]
+        groups["NoAns_"] = [q for q, a in zip(data.ids, data.answers, strict=True) if not a]
+    exact_key = "exact" if version_2 else "exact_match"
+    for prefix, qids in groups.items():
+        exact = 100 * sum(per_question[q][0] for q in qids) / len(qids)
+        f1 = 100 * sum(per_question[q][1] for q in qids) / len(qids)
+        assert result[prefix + exact_key] == pytest.approx(exact, rel=1e-9)
+        assert result[prefix + "f1"] == pytest.approx(f1, rel=1e-9)
+        if version_2:
+            assert result[prefix + "total"] == len(qids)
+
+
+def test_compute_needs_examples_and_updates() -> None:
+    before_update = pytest.warns(UserWarning, match="before the ``update``")
+    with pytest.raises(RuntimeError, match="set_examples"), before_update:
+        SquadMetric().compute()
+    metric = SquadMetric()
+    metric.set_examples(["q"], ["ctx"], [["ctx"]])
+    with pytest.raises(RuntimeError, match="update"), before_update:
+        metric.compute()
+    with pytest.raises(ValueError, match="same length"):
+        metric.set_examples(["q"], [], [])
+
+
+# --- DDP -----------------------------------------------------------------------------------------
+
+
+def ddp_case(data: EvalData, version_2: bool, seed: int) -> dict[str, Any]:
+    """Features with their own random logits, an odd number of them (the sampler must pad)."""
+    generator = torch.Generator().manual_seed(seed)
+    features = [
+        f
+        | {
+            "start_logits": torch.randn(len(f["offset_mapping"]), generator=generator),
+            "end_logits": torch.randn(len(f["offset_mapping"]), generator=generator),
+        }
+        for f in data.features
+    ]
+    features = features[: len(features) - 1 + len(features) % 2]
+    return {
+        "features": features,
+        "ids": data.ids,
+        "contexts": data.contexts,
+        "answers": data.answers,
+        "version_2": version_2,
+    }
+
+
+def test_ddp_two_processes_equal_single_process(shared_data: Path, tmp_path: Path) -> None:
+    cases = {
+        name: ddp_case(
+            load_eval_data(shared_data / "squad" / file, 250, 96, 32), version_2, seed=11
+        )
+        for name, (file, version_2) in SQUAD_FILES.items()
+    }
+    data_file = tmp_path / "cases.pt"
+    torch.save(cases, data_file)
+    torch.multiprocessing.spawn(
+        ddp_worker,
+        args=(str(tmp_path / "init"), str(data_file), str(tmp_path)),
+        nprocs=WORLD_SIZE,
+        join=True,
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+    for name, case in cases.items():
+        expected = evaluate(case)
+        num_features = len(case["features"])
+        assert num_features % WORLD_SIZE == 1
+        seen = [index for result in ranks for index in result[name]["seen"]]
+        assert len(seen) == num_features + 1 and len(set(seen)) == num_features  # one duplicate
+        examples_of_rank = [
+            {case["features"][i]["example_index"] for i in result[name]["seen"]} for result in ranks
+        ]
+        assert examples_of_rank[0] & examples_of_rank[1]  # examples split across the processes
+        for result in ranks:
+            assert result[name]["scores"] == expected["scores"]
+            assert result[name]["predictions"] == expected["predictions"]
+            assert result[name]["na_probs"] == expected["na_probs"]
