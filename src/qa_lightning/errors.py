@@ -32,3 +32,7 @@ class DataFormatError(QALightningError, ValueError):
 
 class OfflineError(QALightningError, RuntimeError):
     """A model or dataset had to come from the Hugging Face hub, which cannot be reached."""
+
+
+class IncompleteEvaluationError(QALightningError, RuntimeError):
+    """The decoded predictions do not cover exactly the evaluated questions."""

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from qa_lightning.data.cache import cached_features, default_cache_dir, features_key
+from qa_lightning.data.cache import (
+    ExamplesRecord,
+    cached_features,
+    default_cache_dir,
+    features_key,
+)
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features, prepare_train_features
 from qa_lightning.data.loader import ResumableDataLoader
@@ -211,32 +217,7 @@ class SquadDataModule(LightningDataModule):
     # ----------------------------------------------------------------- features
     def _tokenize(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
         for_train = split == "train"
-        params = {
-            "kind": "train" if for_train else "eval",
-            "max_length": self.max_length,
-            "doc_stride": self.doc_stride,
-        }
-        key = features_key(examples, self.tokenizer, **params)
-
-        def build() -> datasets.Dataset:
-            log.info("Tokenizing %s: %d examples", split, len(examples))
-            fn = prepare_train_features if for_train else _eval_features_with_indices
-            return examples.map(
-                partial(
-                    fn,
-                    tokenizer=self.tokenizer,
-                    max_length=self.max_length,
-                    doc_stride=self.doc_stride,
-                ),
-                batched=True,
-                with_indices=not for_train,
-                remove_columns=examples.column_names,
-                num_proc=self.num_proc if self.num_proc and self.num_proc > 1 else None,
-                load_from_cache_file=False,
-                desc=f"Tokenizing {split} ({len(examples)} examples)",
-            )
-
-        features = cached_features(key, self.cache_dir if self.use_cache else None, build)
+        features = self._cached_features(split, examples)
         if not for_train:
             features = features.add_column("feature_index", np.arange(len(features)))
         log.info("%s: %d examples -> %d features", split, len(examples), len(features))
@@ -252,6 +233,41 @@ class SquadDataModule(LightningDataModule):
                 len(features),
             )
         return features
+
+    def _cached_features(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
+        """Features of ``examples`` from the cache, keyed on exactly these rows (or built)."""
+        for_train = split == "train"
+        params = {
+            "kind": "train" if for_train else "eval",
+            "max_length": self.max_length,
+            "doc_stride": self.doc_stride,
+        }
+        return cached_features(
+            features_key(examples, self.tokenizer, **params),
+            self.cache_dir if self.use_cache else None,
+            partial(self._build_features, split, examples),
+            ExamplesRecord.of(examples),
+            check=None if for_train else partial(_check_example_index, num_examples=len(examples)),
+        )
+
+    def _build_features(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
+        log.info("Tokenizing %s: %d examples", split, len(examples))
+        for_train = split == "train"
+        fn = prepare_train_features if for_train else _eval_features_with_indices
+        return examples.map(
+            partial(
+                fn,
+                tokenizer=self.tokenizer,
+                max_length=self.max_length,
+                doc_stride=self.doc_stride,
+            ),
+            batched=True,
+            with_indices=not for_train,
+            remove_columns=examples.column_names,
+            num_proc=self.num_proc if self.num_proc and self.num_proc > 1 else None,
+            load_from_cache_file=False,
+            desc=f"Tokenizing {split} ({len(examples)} examples)",
+        )
 
     def prepare_data(self) -> None:
         """Load (download once, where the source is the hub) and tokenize into the cache: rank 0 only."""
@@ -338,6 +354,21 @@ def _eval_features_with_indices(
 ) -> dict:
     """``prepare_eval_features`` in the argument order of ``datasets.map(with_indices=True)``."""
     return prepare_eval_features(examples, indices=indices, **kwargs)
+
+
+def _check_example_index(features: datasets.Dataset, num_examples: int) -> str | None:
+    """Why eval features do not cover exactly rows ``0..num_examples-1`` of their examples, if so."""
+    column = features.with_format("arrow")["example_index"]
+    if len(column) == 0:
+        return f"holds no features for {num_examples:,} examples" if num_examples else None
+    bounds = pc.min_max(column).as_py()
+    distinct = pc.count_distinct(column).as_py()
+    if (bounds["min"], bounds["max"], distinct) == (0, num_examples - 1, num_examples):
+        return None
+    return (
+        f"has features of {distinct:,} examples (rows {bounds['min']}..{bounds['max']}), "
+        f"but {num_examples:,} examples are at hand"
+    )
 
 
 def _lengths(features: datasets.Dataset) -> np.ndarray:

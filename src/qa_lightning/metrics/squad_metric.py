@@ -4,6 +4,12 @@
 are never kept). ``compute`` gathers those from every process (``dist_reduce_fx="cat"``), drops
 the features that DistributedSampler repeated to pad its shards, decodes all features of a
 question together and scores the answers with :mod:`qa_lightning.metrics.squad_eval`.
+
+A question is never scored without a prediction: unless ``partial`` is set (Lightning ran only
+some of the batches: sanity check, ``limit_*_batches``, ``fast_dev_run``), predictions that do
+not cover every evaluated question are an :class:`~qa_lightning.errors.IncompleteEvaluationError`;
+with ``partial``, the figures are those of the questions predicted. (Prediction files scored by
+``qa-lightning-score`` keep the official scripts' rule instead.)
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from qa_lightning.decoding import SpanCandidates, decode, feature_candidates
+from qa_lightning.errors import IncompleteEvaluationError
 from qa_lightning.metrics.squad_eval import score_predictions
 
 _STATES = (*(f"cand_{name}" for name in SpanCandidates._fields), "example_index", "feature_index")
@@ -28,7 +35,8 @@ class SquadMetric(Metric):
     ``compute``; ``example_index`` in ``update`` indexes into it. After ``compute``,
     ``predictions`` holds ``{question id: answer}`` and, for v2.0, ``na_probs`` holds
     ``{question id: null_score - best_span_score}`` (the official ``--na-prob-file`` content).
-    Questions none of whose features were seen get no prediction and score 0.
+    Every question must have a prediction (see the module doc); with ``partial=True`` the
+    figures cover only the questions some of whose features were seen.
 
     ``compute`` returns the official figures as floats: v1.1 ``exact_match``, ``f1``; v2.0
     ``exact``, ``f1``, ``total``, ``HasAns_*``, ``NoAns_*`` and ``best_exact``/``best_f1`` with
@@ -47,9 +55,11 @@ class SquadMetric(Metric):
         n_best_size: int = 20,
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
+        partial: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.partial = partial
         self.version_2 = version_2
         self.n_best_size = n_best_size
         self.max_answer_length = max_answer_length
@@ -104,6 +114,7 @@ class SquadMetric(Metric):
         if isinstance(self.example_index, list) and not self.example_index:
             raise RuntimeError("SquadMetric.compute() called before any update()")
         states = [dim_zero_cat(getattr(self, name)) for name in _STATES]
+        self._check_example_rows(states[-2])
         decoded = decode(
             SpanCandidates(*states[:-2]),
             states[-2],
@@ -115,50 +126,42 @@ class SquadMetric(Metric):
         )
         self.predictions = decoded.predictions
         self.na_probs = decoded.na_probs or {}
+        self._check_coverage()
         return {key: float(value) for key, value in self._score().items()}
 
+    def _check_example_rows(self, example_index: Tensor) -> None:
+        """Features must refer to rows of the evaluated examples."""
+        first, last = int(example_index.min()), int(example_index.max())
+        if first < 0 or last >= len(self.ids):
+            raise IncompleteEvaluationError(
+                f"features refer to example row {last if first >= 0 else first:,}, but "
+                f"{len(self.ids):,} questions are evaluated: the features were made from other "
+                "examples (a stale feature cache?)"
+            )
+
+    def _check_coverage(self) -> None:
+        """Unless ``partial``: a prediction for every evaluated question, else an error."""
+        if self.partial or len(self.predictions) == len(self.ids):
+            return
+        missing = [qid for qid in self.ids if qid not in self.predictions]
+        raise IncompleteEvaluationError(
+            f"the decoded predictions cover {len(self.predictions):,} of the {len(self.ids):,} "
+            f"evaluated questions ({len(missing):,} without any feature, first {missing[0]!r}): "
+            "the features do not match the examples (a stale feature cache?), and a question "
+            "without a prediction is never scored"
+        )
+
     def _score(self) -> dict[str, float]:
+        """Official figures over the questions predicted (all of them unless ``partial``)."""
+        gold = {q: g for q, g in self.gold_answers.items() if q in self.predictions}
         if not self.version_2:
-            return score_predictions(self.gold_answers, self.predictions, version="1.1")
-        # The v2.0 scorer refuses partial predictions: score the answered questions, then count
-        # the others as 0. The threshold equal to the decision's keeps the figures equal to the
-        # predictions' own scores, with the best-threshold figures from the score diffs.
-        answered = {q: g for q, g in self.gold_answers.items() if q in self.predictions}
-        result = score_predictions(
-            answered,
+            return score_predictions(gold, self.predictions, version="1.1")
+        # The threshold equal to the decision's keeps the figures equal to the predictions' own
+        # scores, with the best-threshold figures from the score diffs.
+        return score_predictions(
+            gold,
             self.predictions,
             version="2.0",
             na_probs=self.na_probs,
             na_prob_thresh=self.null_score_diff_threshold,
         )
-        if len(answered) < len(self.gold_answers):
-            result = _count_unanswered_as_zero(result, self.gold_answers, answered)
-        return result
-
-
-def _count_unanswered_as_zero(
-    result: dict[str, float],
-    gold_answers: dict[str, list[str]],
-    answered: dict[str, list[str]],
-) -> dict[str, float]:
-    """Rescale v2.0 figures from the answered questions to all questions (the rest score 0)."""
-    rescaled = dict(result)
-    groups = {
-        "": (len(gold_answers), len(answered)),
-        "HasAns_": (
-            sum(bool(g) for g in gold_answers.values()),
-            sum(bool(g) for g in answered.values()),
-        ),
-        "NoAns_": (
-            sum(not g for g in gold_answers.values()),
-            sum(not g for g in answered.values()),
-        ),
-    }
-    for prefix, (total, seen) in groups.items():
-        if total:
-            for key in ("exact", "f1"):
-                rescaled[prefix + key] = result.get(prefix + key, 0.0) * seen / total
-            rescaled[prefix + "total"] = total
-    for key in ("best_exact", "best_f1"):
-        rescaled[key] = result[key] * len(answered) / len(gold_answers)
-    return rescaled

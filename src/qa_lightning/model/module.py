@@ -250,6 +250,7 @@ class QALightningModule(LightningModule):
 
     def _eval_epoch_end(self, prefix: str) -> None:
         metric = self.metrics[prefix]
+        metric.partial = self._runs_part_of_the_loader(prefix)
         results = metric.compute()
         self.last_metrics = {key: float(value) for key, value in results.items()}
         self.last_predictions = dict(metric.predictions)
@@ -260,6 +261,17 @@ class QALightningModule(LightningModule):
                 f"{prefix}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name in PROG_BAR
             )
         metric.reset()
+
+    def _runs_part_of_the_loader(self, prefix: str) -> bool:
+        """Whether Lightning runs only some eval batches: sanity check, ``fast_dev_run``,
+        ``overfit_batches`` or ``limit_val/test_batches`` (an ``int``, or a fraction under 1)."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.overfit_batches:
+            return True
+        limit = trainer.limit_test_batches if prefix == "test" else trainer.limit_val_batches
+        return isinstance(limit, int) or limit < 1.0
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

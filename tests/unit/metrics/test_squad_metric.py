@@ -16,8 +16,8 @@ from helpers.eval_data import (
     reference_outputs,
 )
 from helpers.metric_ddp import WORLD_SIZE, ddp_worker, evaluate, metric_inputs
+from qa_lightning.errors import IncompleteEvaluationError
 from qa_lightning.metrics.squad_eval import (
-    MissingPredictionWarning,
     compute_exact,
     compute_f1,
     exact_match_score,
@@ -78,27 +78,31 @@ def _official_per_question(
 
 
 @pytest.mark.parametrize("name", SQUAD_FILES)
-def test_questions_without_features_score_zero(shared_data: Path, name: str) -> None:
+def test_questions_without_features_are_an_error_or_unscored_when_partial(
+    shared_data: Path, name: str
+) -> None:
+    """A question without a prediction is never scored: an error naming the counts, or with
+    ``partial`` (Lightning ran some of the batches) figures over the predicted questions alone."""
     file, version_2 = SQUAD_FILES[name]
     data = load_eval_data(shared_data / "squad" / file, 400, 96, 32)
     kept = [f for f in data.features if f["example_index"] % 3]
     batches = random_batches(kept, batch_size=40, seed=2)
-    if version_2:
-        result, metric = run_metric(data, batches, version_2)
-    else:
-        with pytest.warns(MissingPredictionWarning):
-            result, metric = run_metric(data, batches, version_2)
-    assert len(metric.predictions) == len({f["example_index"] for f in kept}) < len(data.ids)
+    predicted = len({f["example_index"] for f in kept})
+    with pytest.raises(IncompleteEvaluationError, match=f"cover {predicted} of the 400 evaluated"):
+        run_metric(data, batches, version_2)
+
+    result, metric = run_metric(data, batches, version_2, partial=True)
+    assert len(metric.predictions) == predicted < len(data.ids)
     per_question = {
         qid: _official_per_question(golds, metric.predictions[qid], version_2)
-        if qid in metric.predictions
-        else (0, 0.0)
         for qid, golds in zip(data.ids, data.answers, strict=True)
+        if qid in metric.predictions
     }
-    groups = {"": data.ids}
+    gold = dict(zip(data.ids, data.answers, strict=True))
+    groups = {"": list(per_question)}
     if version_2:
-        groups["HasAns_"] = [q for q, a in zip(data.ids, data.answers, strict=True) if a]
-        groups["NoAns_"] = [q for q, a in zip(data.ids, data.answers, strict=True) if not a]
+        groups["HasAns_"] = [q for q in per_question if gold[q]]
+        groups["NoAns_"] = [q for q in per_question if not gold[q]]
     exact_key = "exact" if version_2 else "exact_match"
     for prefix, qids in groups.items():
         exact = 100 * sum(per_question[q][0] for q in qids) / len(qids)
@@ -107,6 +111,15 @@ def test_questions_without_features_score_zero(shared_data: Path, name: str) -> 
         assert result[prefix + "f1"] == pytest.approx(f1, rel=1e-9)
         if version_2:
             assert result[prefix + "total"] == len(qids)
+
+
+def test_features_of_other_examples_are_an_error(shared_data: Path) -> None:
+    """Features whose example rows lie beyond the evaluated examples (served for a larger set)."""
+    data = load_eval_data(shared_data / "squad" / "dev-v1.1.json.gz", 120, 96, 32)
+    batches = random_batches(data.features, batch_size=40, seed=3)
+    fewer = EvalData(data.ids[:100], data.contexts[:100], data.answers[:100], data.features)
+    with pytest.raises(IncompleteEvaluationError, match="example row 119, but 100 questions"):
+        run_metric(fewer, batches, version_2=False)
 
 
 def test_compute_needs_examples_and_updates() -> None:
