@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
-from qa_lightning.metrics.squad_eval import read_json_file
 from qa_lightning.paths import config_dir
+from qa_lightning.utils.io import read_json_file
 
 
 def compose_run_cfg(overrides: list[str], output_dir: Path, name: str = "train") -> DictConfig:

@@ -24,20 +24,17 @@ values are fixed by :mod:`qa_lightning.data.alignment`.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from qa_lightning.errors import DataFormatError
+from qa_lightning.utils.io import parse_json, read_text
 
 Record = dict[str, Any]
 VERSIONS = ("1.1", "2.0")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_GZIP_MAGIC = b"\x1f\x8b"
 _REQUIRED: Any = object()
 
 
@@ -59,7 +56,7 @@ def read_squad_file(
     if expected_version not in (None, *VERSIONS):
         raise ValueError(f"expected_version must be one of {VERSIONS} or None")
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     if is_jsonl(path):
         records, declared = _parse_jsonl(text, path), None
     else:
@@ -76,41 +73,9 @@ def is_jsonl(path: Path) -> bool:
     return name.endswith(JSONL_SUFFIXES)
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as err:
-            raise DataFormatError(
-                f"corrupt or truncated gzip data ({err})", path=str(path)
-            ) from err
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(
-            f"invalid UTF-8 at byte {err.start} (line {line}): {err.reason}; "
-            "SQuAD files must be UTF-8 encoded",
-            path=str(path),
-        ) from err
-
-
-def _loads(text: str, path: Path, where: str = "") -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        truncated = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
-        hint = " (the text ends early: truncated?)" if truncated else ""
-        raise DataFormatError(
-            f"invalid JSON{where} at line {err.lineno}, column {err.colno}: {err.msg}{hint}",
-            path=str(path),
-        ) from err
-
-
 def _parse_nested(text: str, path: Path) -> tuple[list[Record], str | None]:
     check = _Checker(path)
-    top = _loads(text, path)
+    top = parse_json(text, path)
     if not isinstance(top, dict):
         raise DataFormatError(
             f"the top level must be a JSON object with a 'data' list, got {type(top).__name__}"
@@ -137,7 +102,7 @@ def _parse_jsonl(text: str, path: Path) -> list[Record]:
     records = []
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
-            record = _loads(line, path, where=f" on line {number}")
+            record = parse_json(line, path, where=f" on line {number}")
             records.append(check.flat_record(record, f"line {number}"))
     return records
 

@@ -20,19 +20,16 @@ and the same ``100.0 * sum / total`` division. Quirks kept on purpose:
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import re
 import string
 import warnings
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from qa_lightning.errors import DataFormatError
+from qa_lightning.utils.io import read_json_file
 
 __all__ = [
     "MissingPredictionWarning",
@@ -50,7 +47,6 @@ __all__ = [
 VERSIONS = ("1.1", "2.0")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class MissingPredictionWarning(UserWarning):
@@ -259,17 +255,6 @@ def _best_thresh(
 
 
 # --- reading the official data layout ---------------------------------------------------------
-
-
-def read_json_file(path: str | os.PathLike) -> Any:
-    """Parse a UTF-8 JSON file, gzip-compressed or not; unreadable content is a DataFormatError."""
-    raw = Path(path).read_bytes()
-    try:
-        if raw[:2] == _GZIP_MAGIC:
-            raw = gzip.decompress(raw)
-        return json.loads(raw)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
-        raise DataFormatError(f"not valid (gzipped) JSON: {exc}", path=str(path)) from exc
 
 
 def load_gold(path: str | os.PathLike) -> tuple[dict[str, list[str]], str]:

@@ -1,4 +1,5 @@
-"""Disk I/O: atomic file writes and directory swaps, writable-directory checks, OS error wording.
+"""Disk I/O: reading (gzip-aware) JSON, atomic writes and directory swaps, writable-directory
+checks, OS error wording.
 
 A crash never leaves a half-written output behind.
 """
@@ -6,20 +7,23 @@ A crash never leaves a half-written output behind.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import logging
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qa_lightning.errors import QALightningError
+from qa_lightning.errors import DataFormatError, QALightningError
 
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -116,3 +120,45 @@ def replace_directory(target: str | os.PathLike[str], write: Callable[[Path], No
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file, gzip-compressed or not (by its magic bytes); bad bytes are a
+    :class:`DataFormatError` naming the file, the byte and the line."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw.startswith(GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:
+            raise DataFormatError(
+                f"corrupt or truncated gzip data: not valid gzip ({err})", path=str(path)
+            ) from err
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(
+            f"invalid UTF-8 at byte {err.start} (line {line}): {err.reason}; "
+            "SQuAD files must be UTF-8 encoded",
+            path=str(path),
+        ) from err
+
+
+def parse_json(text: str, path: str | os.PathLike, where: str = "") -> Any:
+    """``json.loads(text)``; invalid JSON is a :class:`DataFormatError` naming the file, line and
+    column, and whether the text looks truncated."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        truncated = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        hint = " (the text ends early: truncated?)" if truncated else ""
+        raise DataFormatError(
+            f"not valid JSON{where} at line {err.lineno}, column {err.colno}: {err.msg}{hint}",
+            path=str(path),
+        ) from err
+
+
+def read_json_file(path: str | os.PathLike) -> Any:
+    """Parse a UTF-8 JSON file, gzip-compressed or not; unreadable content is a DataFormatError."""
+    return parse_json(read_text(path), path)

@@ -15,8 +15,8 @@ from qa_lightning.data.features import (
     prepare_train_features,
     tokenize_windows,
 )
-from qa_lightning.metrics.squad_eval import read_json_file
 from qa_lightning.paths import minilm_dir
+from qa_lightning.utils.io import read_json_file
 
 N_QUESTIONS = 2000
 MAX_LENGTH, STRIDE = 192, 64  # small windows: many answers fall outside some window
