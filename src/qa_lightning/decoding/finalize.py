@@ -122,22 +122,13 @@ def decode(
     feature_index: Tensor,
     ids: Sequence[str],
     contexts: Sequence[str],
-    *,
-    version_2: bool = False,
-    null_score_diff_threshold: float = 0.0,
-    with_nbest: bool = False,
+    **options: Any,
 ) -> DecodedPredictions:
     """Merge per-feature candidates per example and finalize (``ids``/``contexts`` by example row).
 
-    ``with_nbest`` needs candidates with ``n_best_size`` spans per feature (not ``num_spans=1``).
+    ``options`` are :func:`finalize`'s: ``version_2``, ``null_score_diff_threshold`` and
+    ``with_nbest``, which needs candidates with ``n_best_size`` spans per feature (not
+    ``num_spans=1``).
     """
     merged, has_features = merge_candidates(candidates, example_index, feature_index, len(ids))
-    return finalize(
-        merged,
-        has_features,
-        ids,
-        contexts,
-        version_2=version_2,
-        null_score_diff_threshold=null_score_diff_threshold,
-        with_nbest=with_nbest,
-    )
+    return finalize(merged, has_features, ids, contexts, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qa_lightning.decoding.candidates import NEG_INF, SpanCandidates
+from qa_lightning.decoding.candidates import NEG_INF, SLOT_FILLS, SpanCandidates
 
 
 def _unique_features(example_index: Tensor, feature_index: Tensor) -> Tensor:
@@ -45,14 +45,19 @@ def merge_candidates(
     rank = torch.arange(len(grouped), device=grouped.device) - group_start[slot_examples]
     keep = rank < num_slots
     rows, cols, source = slot_examples[keep], rank[keep], grouped[keep]
-    merged = []
-    for field, fill in zip(features[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True):
-        out = field.new_full((num_examples, num_slots), fill)
-        out[rows, cols] = field.flatten()[source]
-        merged.append(out)
-    null = features.null_score.new_full((num_examples,), float("inf"))
-    null = null.scatter_reduce(0, examples, features.null_score, reduce="amin")
-    return SpanCandidates(*merged, null_score=null), counts > 0
+    merged = {}
+    for name, fill in SLOT_FILLS.items():
+        field = getattr(features, name)
+        merged[name] = field.new_full((num_examples, num_slots), fill)
+        merged[name][rows, cols] = field.flatten()[source]
+    null = _min_null_scores(features.null_score, examples, num_examples)
+    return SpanCandidates(**merged, null_score=null), counts > 0
+
+
+def _min_null_scores(null_score: Tensor, examples: Tensor, num_examples: int) -> Tensor:
+    """Per example the minimum null score of its rows, ``+inf`` for examples without rows."""
+    null = null_score.new_full((num_examples,), float("inf"))
+    return null.scatter_reduce(0, examples, null_score, reduce="amin")
 
 
 def _example_counts(examples: Tensor, num_examples: int) -> Tensor:
@@ -86,12 +91,12 @@ def _merge_single_spans(
     row = examples.new_full((num_examples,), -1).scatter_(0, examples[chosen], chosen)
     found = (row >= 0)[:, None]
     row = row.clamp(min=0)
-    merged = [
-        torch.where(found, field[row], fill)
-        if len(field)
-        else field.new_full((num_examples, 1), fill)
-        for field, fill in zip(candidates[:-1], (NEG_INF, -1, -1, NEG_INF, NEG_INF), strict=True)
-    ]
-    null = candidates.null_score.new_full((num_examples,), float("inf"))
-    null = null.scatter_reduce(0, examples, candidates.null_score, reduce="amin")
-    return SpanCandidates(*merged, null_score=null), counts > 0
+    merged = {}
+    for name, fill in SLOT_FILLS.items():
+        field = getattr(candidates, name)
+        if len(field):
+            merged[name] = torch.where(found, field[row], fill)
+        else:
+            merged[name] = field.new_full((num_examples, 1), fill)
+    null = _min_null_scores(candidates.null_score, examples, num_examples)
+    return SpanCandidates(**merged, null_score=null), counts > 0

@@ -11,7 +11,7 @@ question first, as every backbone here does). Its rules, which differ from the e
   set to -10000). A span's score is ``p_start * p_end``; it ends no earlier than it starts and has
   at most ``max_answer_len`` (15) tokens. Each window keeps its best ``top_k`` spans, or
   ``2 * top_k + 10`` with ``align_to_words`` (spans ranked by ``log p_start + log p_end`` through
-  :func:`qa_lightning.decoding.feature_candidates` over all starts and ends).
+  the token-level search :func:`qa_lightning.decoding.token_spans` over all starts and ends).
 - ``align_to_words`` (default on): a span widens to the whole words (the pre-tokenizer's words)
   of its first and last token.
 - Answers with the same text, ignoring case, are one answer, in any window: their scores add up
@@ -30,7 +30,7 @@ from tokenizers import Encoding
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from qa_lightning.decoding import NEG_INF, feature_candidates
+from qa_lightning.decoding import NEG_INF, SpanRules, token_spans
 
 MAX_ANSWER_LENGTH = 15
 MASKED_LOGIT = -10000.0
@@ -47,9 +47,9 @@ def pipeline_features(
 ) -> tuple[dict[str, list], list[Encoding]]:
     """Windows tokenized as the pipeline did, and their ``tokenizers`` encodings.
 
-    ``offset_mapping`` holds token spans ``[t, t + 1]`` for the context tokens (``[-1, -1]``
-    elsewhere), so that the decoder's "character" spans are token spans; ``cls_index`` is 0 (the
-    pipeline read the null score at position 0).
+    ``offset_mapping`` holds the context tokens' character offsets (``[-1, -1]`` elsewhere, as
+    in evaluation features: it marks where spans may lie); ``cls_index`` is 0 (the pipeline read
+    the null score at position 0).
     """
     if tokenizer.padding_side != "right":
         raise ValueError('compat="pipeline" needs a tokenizer that puts the question first')
@@ -70,8 +70,11 @@ def pipeline_features(
     }
     num_features = len(encoded["input_ids"])
     features["offset_mapping"] = [
-        [[t, t + 1] if s == CONTEXT else [-1, -1] for t, s in enumerate(encoded.sequence_ids(i))]
-        for i in range(num_features)
+        [
+            list(offsets) if sequence == CONTEXT else [-1, -1]
+            for offsets, sequence in zip(encoding.offsets, encoding.sequence_ids, strict=True)
+        ]
+        for encoding in encoded.encodings
     ]
     features["cls_index"] = [0] * num_features
     features["example_index"] = list(encoded["overflow_to_sample_mapping"])
@@ -118,24 +121,22 @@ class PipelineSpans:
 
     def update(self, batch: Mapping[str, Tensor], start_logits: Tensor, end_logits: Tensor) -> None:
         """Keep the best spans (first and last token, score) and the null score of each window."""
-        tokens = batch["offset_mapping"]
-        allowed = tokens[..., 0] >= 0
+        context = batch["offset_mapping"][..., 0] >= 0
+        allowed = context.clone()
         if self.cls_token_id is not None:
             allowed |= batch["input_ids"] == self.cls_token_id
         allowed &= batch["attention_mask"].bool()
         p_start, p_end = _probabilities(start_logits, allowed), _probabilities(end_logits, allowed)
-        candidates = feature_candidates(
+        spans = token_spans(
             p_start.log(),
             p_end.log(),
-            tokens,
-            batch["cls_index"],
+            SpanRules(context),  # any context tokens: no rule on their characters
             n_best_size=p_start.shape[1],
             max_answer_length=self.max_answer_length,
             num_spans=self.num_spans,
         )
-        found = (candidates.scores > NEG_INF).cpu()
-        first = candidates.start_char.clamp(min=0)
-        last = (candidates.end_char - 1).clamp(min=0)
+        found = (spans.scores > NEG_INF).cpu()
+        first, last = spans.start_token.clamp(min=0), spans.end_token.clamp(min=0)
         scores = (p_start.gather(1, first) * p_end.gather(1, last)).cpu()
         first, last = first.cpu(), last.cpu()
         null = (p_start[:, 0] * p_end[:, 0]).tolist()

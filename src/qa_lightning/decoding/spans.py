@@ -1,7 +1,10 @@
-"""Span search per feature: the best valid spans among the top-k starts x top-k ends.
+"""Span search on token indices: the best valid spans among the top-k starts x top-k ends.
 
-One span per feature (answers, EM/F1) has a much faster exact path: a window maximum over all
-starts and ends, redone with the exact top-k search on the rare rows it cannot settle.
+The search knows tokens only: which spans are valid comes in as :class:`SpanRules` (for
+evaluation features, :func:`qa_lightning.decoding.offsets.offset_rules` reads them from the
+offset mapping) and spans come out as :class:`TokenSpans`. One span per row (answers, EM/F1) has
+a much faster exact path: a window maximum over all starts and ends, redone with the exact top-k
+search on the rare rows it cannot settle.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qa_lightning.decoding.candidates import NEG_INF, SpanCandidates
+from qa_lightning.decoding.candidates import NEG_INF, TOKEN_FILLS, SpanRules, TokenSpans
 
 
 def _top_positions(values: Tensor, k: int) -> Tensor:
@@ -41,26 +44,26 @@ def _pad_columns(x: Tensor, width: int, value: float) -> Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
 
-Spans = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
-"""``scores, start_char, end_char, start_logit, end_logit``, each ``[B, num_spans]``."""
-
-
-def _top_spans(
-    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, num_spans: int, max_len: int
-) -> Spans:
+def top_spans(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    rules: SpanRules,
+    k: int,
+    num_spans: int,
+    max_len: int,
+) -> TokenSpans:
     """The ``num_spans`` best valid spans among the top ``k`` starts x top ``k`` ends."""
     starts, ends = _top_positions(start_logits, k), _top_positions(end_logits, k)
-    token_start = offsets[..., 0]
-    start_char = token_start.gather(1, starts)
-    end_char = offsets[..., 1].gather(1, ends)
     length = ends[:, None, :] - starts[:, :, None]
     valid = (
-        (start_char >= 0)[:, :, None]
-        & (token_start.gather(1, ends) >= 0)[:, None, :]
+        rules.allowed.gather(1, starts)[:, :, None]
+        & rules.allowed.gather(1, ends)[:, None, :]
         & (length >= 0)
         & (length < max_len)
-        & (start_char[:, :, None] < end_char[:, None, :])
     )
+    if rules.start_bound is not None and rules.end_bound is not None:
+        start_bound = rules.start_bound.gather(1, starts)[:, :, None]
+        valid &= start_bound < rules.end_bound.gather(1, ends)[:, None, :]
     start_logit, end_logit = start_logits.gather(1, starts), end_logits.gather(1, ends)
     pair_scores = start_logit[:, :, None] + end_logit[:, None, :]
     pair_scores = pair_scores.masked_fill_(~valid, NEG_INF).flatten(1)
@@ -71,12 +74,18 @@ def _top_spans(
     rank_start, rank_end = best.div(k, rounding_mode="floor"), best.remainder(k)
     scores = pair_scores.gather(1, best)
     empty = scores == NEG_INF
-    return (
-        _pad_columns(scores, num_spans, NEG_INF),
-        _pad_columns(start_char.gather(1, rank_start).masked_fill_(empty, -1), num_spans, -1),
-        _pad_columns(end_char.gather(1, rank_end).masked_fill_(empty, -1), num_spans, -1),
-        _pad_columns(start_logit.gather(1, rank_start), num_spans, NEG_INF),
-        _pad_columns(end_logit.gather(1, rank_end), num_spans, NEG_INF),
+    spans = TokenSpans(
+        scores=scores,
+        start_token=starts.gather(1, rank_start).masked_fill_(empty, -1),
+        end_token=ends.gather(1, rank_end).masked_fill_(empty, -1),
+        start_logit=start_logit.gather(1, rank_start),
+        end_logit=end_logit.gather(1, rank_end),
+    )
+    return TokenSpans(
+        *(
+            _pad_columns(field, num_spans, fill)
+            for field, fill in zip(spans, TOKEN_FILLS, strict=True)
+        )
     )
 
 
@@ -110,15 +119,15 @@ def _mask_bias(allowed: Tensor) -> Tensor:
 def _window_best(
     start_logits: Tensor,
     end_logits: Tensor,
-    offsets: Tensor,
+    rules: SpanRules,
     max_len: int,
     start_bias: Tensor,
     end_bias: Tensor,
-) -> tuple[Spans, Tensor]:
+) -> tuple[TokenSpans, Tensor]:
     """The best span over the allowed starts and ends (:func:`_mask_bias`), by a window maximum.
 
-    Also returns whether it is certain: no other start reaches its score and its character span
-    is non-empty. Among equal ends, ``argmax`` takes the first, as a stable sort ranks them.
+    Also returns whether it is certain: no other start reaches its score and it keeps to the
+    bounds of ``rules``. Among equal ends, ``argmax`` takes the first, as a stable sort ranks them.
     """
     batch, length = start_logits.shape
     ends = start_logits.new_full((batch, length + max_len - 1), NEG_INF)
@@ -129,14 +138,15 @@ def _window_best(
     window = ends.gather(1, start + _positions(max_len, start.device))
     end = start + window.max(1, keepdim=True).indices  # the first of equal maxima
     start_logit, end_logit = start_logits.gather(1, start), end_logits.gather(1, end)
-    start_char, end_char = offsets[..., 0].gather(1, start), offsets[..., 1].gather(1, end)
-    certain = (totals.amax(1, keepdim=True) < score) & (start_char < end_char)
+    certain = totals.amax(1, keepdim=True) < score
+    if rules.start_bound is not None and rules.end_bound is not None:
+        certain &= rules.start_bound.gather(1, start) < rules.end_bound.gather(1, end)
     found = score > NEG_INF
     if not found.all():
-        start_char, end_char = start_char.masked_fill(~found, -1), end_char.masked_fill(~found, -1)
+        start, end = start.masked_fill(~found, -1), end.masked_fill(~found, -1)
         start_logit = start_logit.masked_fill(~found, NEG_INF)
         end_logit = end_logit.masked_fill(~found, NEG_INF)
-    return (score, start_char, end_char, start_logit, end_logit), certain
+    return TokenSpans(score, start, end, start_logit, end_logit), certain
 
 
 def _kth_largest(values: Tensor, k: int) -> Tensor:
@@ -151,7 +161,9 @@ def _kth_largest(values: Tensor, k: int) -> Tensor:
     return torch.from_numpy(kth)
 
 
-def _redo_rows(spans: Spans, exact: Tensor, redo: Callable[[Tensor], Spans]) -> Spans:
+def _redo_rows(
+    spans: TokenSpans, exact: Tensor, redo: Callable[[Tensor], TokenSpans]
+) -> TokenSpans:
     """``spans`` with the rows that are not ``exact`` replaced by ``redo(rows)``."""
     if exact.all():
         return spans
@@ -162,92 +174,91 @@ def _redo_rows(spans: Spans, exact: Tensor, redo: Callable[[Tensor], Spans]) -> 
 
 
 def best_top_span(
-    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
-) -> Spans:
+    start_logits: Tensor, end_logits: Tensor, rules: SpanRules, k: int, max_len: int
+) -> TokenSpans:
     """The best candidate span: the window search over the exact top-``k`` starts and ends.
 
     Rows where the ``k``-th value is tied (the top-``k`` set is then not a threshold) or the
-    result is not certain are decoded by :func:`_top_spans`.
+    result is not certain are decoded by :func:`top_spans`.
     """
     start_kth, end_kth = _kth_largest(start_logits, k), _kth_largest(end_logits, k)
-    context = offsets[..., 0] >= 0
     spans, certain = _window_best(
         start_logits,
         end_logits,
-        offsets,
+        rules,
         max_len,
-        _mask_bias(context & (start_logits >= start_kth)),
-        _mask_bias(context & (end_logits >= end_kth)),
+        _mask_bias(rules.allowed & (start_logits >= start_kth)),
+        _mask_bias(rules.allowed & (end_logits >= end_kth)),
     )
     exact = (
         (_count_at_least(start_logits, start_kth) <= k)
         & (_count_at_least(end_logits, end_kth) <= k)
-        & (certain | (spans[0] == NEG_INF))
+        & (certain | (spans.scores == NEG_INF))
     )
     return _redo_rows(
         spans,
         exact,
-        lambda rows: _top_spans(start_logits[rows], end_logits[rows], offsets[rows], k, 1, max_len),
+        lambda rows: top_spans(
+            start_logits[rows], end_logits[rows], rules.select(rows), k, 1, max_len
+        ),
     )
 
 
 def best_span_unchecked(
-    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
-) -> tuple[Spans, Tensor]:
+    start_logits: Tensor, end_logits: Tensor, rules: SpanRules, k: int, max_len: int
+) -> tuple[TokenSpans, Tensor]:
     """The best valid span over ALL starts and ends, and the rows where it is the best candidate.
 
     It is when it is certain and its start and end are surely within the top ``k``; the other
     rows (under 1% with random logits, fewer with a trained model's) need
     :func:`best_top_span`.
     """
-    bias = _mask_bias(offsets[..., 0] >= 0)
-    spans, certain = _window_best(start_logits, end_logits, offsets, max_len, bias, bias)
-    in_top = (_count_at_least(start_logits, spans[3]) <= k) & (
-        _count_at_least(end_logits, spans[4]) <= k
+    bias = _mask_bias(rules.allowed)
+    spans, certain = _window_best(start_logits, end_logits, rules, max_len, bias, bias)
+    in_top = (_count_at_least(start_logits, spans.start_logit) <= k) & (
+        _count_at_least(end_logits, spans.end_logit) <= k
     )
-    return spans, (certain & in_top) | (spans[0] == NEG_INF)
+    return spans, (certain & in_top) | (spans.scores == NEG_INF)
 
 
-def _best_span(
-    start_logits: Tensor, end_logits: Tensor, offsets: Tensor, k: int, max_len: int
-) -> Spans:
-    """The best candidate span of each feature, without ranking every start x end pair."""
-    spans, exact = best_span_unchecked(start_logits, end_logits, offsets, k, max_len)
+def best_span(
+    start_logits: Tensor, end_logits: Tensor, rules: SpanRules, k: int, max_len: int
+) -> TokenSpans:
+    """The best candidate span of each row, without ranking every start x end pair."""
+    spans, exact = best_span_unchecked(start_logits, end_logits, rules, k, max_len)
     return _redo_rows(
         spans,
         exact,
-        lambda rows: best_top_span(start_logits[rows], end_logits[rows], offsets[rows], k, max_len),
+        lambda rows: best_top_span(
+            start_logits[rows], end_logits[rows], rules.select(rows), k, max_len
+        ),
     )
 
 
-def feature_candidates(
+def token_spans(
     start_logits: Tensor,
     end_logits: Tensor,
-    offsets: Tensor,
-    cls_index: Tensor,
+    rules: SpanRules,
     n_best_size: int = 20,
     max_answer_length: int = 30,
     num_spans: int | None = None,
-) -> SpanCandidates:
-    """The best ``num_spans`` (default ``n_best_size``) valid spans of each feature, best first.
+) -> TokenSpans:
+    """The best ``num_spans`` (default ``n_best_size``) valid spans of each row, best first.
 
     Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
-    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
-    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
-    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
-    ``num_spans=1`` (all that answers and EM/F1 need) takes a much faster path.
+    sequence; a span is valid when ``rules`` allow it, the end is not before the start and it has
+    at most ``max_answer_length`` tokens. Scores are computed in float32. ``num_spans=1`` (all
+    that answers and EM/F1 need) takes a much faster path.
     """
     start_logits, end_logits = start_logits.float(), end_logits.float()
     k = min(n_best_size, start_logits.shape[1])
     num_spans = n_best_size if num_spans is None else num_spans
     if num_spans == 1:
-        spans = _best_span(start_logits, end_logits, offsets, k, max_answer_length)
-    else:
-        spans = _top_spans(start_logits, end_logits, offsets, k, num_spans, max_answer_length)
-    return SpanCandidates(*spans, null_score=null_scores(start_logits, end_logits, cls_index))
+        return best_span(start_logits, end_logits, rules, k, max_answer_length)
+    return top_spans(start_logits, end_logits, rules, k, num_spans, max_answer_length)
 
 
 def null_scores(start_logits: Tensor, end_logits: Tensor, cls_index: Tensor) -> Tensor:
-    """``start_logits[cls] + end_logits[cls]`` per feature."""
+    """``start_logits[cls] + end_logits[cls]`` per row, in float32."""
     cls = cls_index.long()[:, None]
-    return (start_logits.gather(1, cls) + end_logits.gather(1, cls)).squeeze(1)
+    return (start_logits.gather(1, cls).float() + end_logits.gather(1, cls).float()).squeeze(1)

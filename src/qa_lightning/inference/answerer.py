@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
-from qa_lightning.decoding import StreamingDecoder, mask_padding
+from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.errors import DataFormatError
 
 SpanModel = Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]]
@@ -177,6 +177,7 @@ class QuestionAnswerer:
                 batch["cls_index"],
                 batch["example_index"],
                 batch["feature_index"],
+                attention_mask=batch["attention_mask"],
             )
         ids = [str(i) for i in range(len(questions))]
         decoded = decoder.decode(ids, contexts, version_2=handle_impossible_answer)
@@ -187,8 +188,9 @@ class QuestionAnswerer:
     ) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
         """``(batch, start_logits, end_logits)`` for batches of ``features``, longest first.
 
-        Each batch holds ``feature_index`` (the features' rows) besides the collated fields.
-        Padded positions get the lowest logit, so that answers never depend on the batching.
+        Each batch holds ``feature_index`` (the features' rows) besides the collated fields. The
+        logits are the model's, padded positions included: the decoders mask them with the
+        batch's ``attention_mask``, so that answers never depend on the batching.
         """
         keys = [k for k in features if k not in ("start_positions", "end_positions")]
         order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
@@ -198,12 +200,7 @@ class QuestionAnswerer:
             batch["feature_index"] = torch.as_tensor(rows, dtype=torch.long)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             start_logits, end_logits = self.module(batch)
-            mask = batch["attention_mask"]
-            yield (
-                batch,
-                mask_padding(start_logits.float(), mask),
-                mask_padding(end_logits.float(), mask),
-            )
+            yield batch, start_logits, end_logits
 
     def _pipeline_answers(
         self,

@@ -1,9 +1,11 @@
 """``SquadMetric``: streaming span decoding plus the official SQuAD v1.1 / v2.0 scores, DDP-safe.
 
-``update`` reduces each batch of features to its best span and null score at once (the logits
-are never kept). ``compute`` gathers those from every process (``dist_reduce_fx="cat"``), drops
-the features that DistributedSampler repeated to pad its shards, decodes all features of a
-question together and scores the answers with :mod:`qa_lightning.metrics.squad_eval`.
+``update`` hands each batch to a :class:`~qa_lightning.decoding.StreamingDecoder`, the one
+decoding path of evaluation and inference: it reduces the features to their best span and null
+score chunk by chunk (the logits are not kept). ``compute`` drains the decoder into the metric
+states, gathers those from every process (``dist_reduce_fx="cat"``), drops the features that
+DistributedSampler repeated to pad its shards, decodes all features of a question together and
+scores the answers with :mod:`qa_lightning.metrics.squad_eval`.
 
 A question is never scored without a prediction: unless ``partial`` is set (Lightning ran only
 some of the batches: sanity check, ``limit_*_batches``, ``fast_dev_run``), predictions that do
@@ -21,11 +23,12 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from qa_lightning.decoding import SpanCandidates, decode, feature_candidates
+from qa_lightning.decoding import SpanCandidates, StreamingDecoder, decode
 from qa_lightning.errors import IncompleteEvaluationError
 from qa_lightning.metrics.squad_eval import score_predictions
 
-_STATES = (*(f"cand_{name}" for name in SpanCandidates._fields), "example_index", "feature_index")
+_FIELDS = SpanCandidates._fields
+_STATES = (*(f"cand_{name}" for name in _FIELDS), "example_index", "feature_index")
 
 
 class SquadMetric(Metric):
@@ -42,7 +45,17 @@ class SquadMetric(Metric):
     ``exact``, ``f1``, ``total``, ``HasAns_*``, ``NoAns_*`` and ``best_exact``/``best_f1`` with
     their thresholds. Only the best span of each feature is kept (``n_best_size`` still sets the
     candidate starts and ends). Decoding ranks the logits of padded positions too (the classic
-    rule): mask them (e.g. to -1e4) so that the results cannot depend on batch composition.
+    rule): pass the batch's ``attention_mask`` to ``update`` (or mask them yourself) so that the
+    results cannot depend on batch composition.
+
+    States and the decoder: the decoder holds a few batches (and the rare rows its fast path
+    defers) before their candidates are final, while the ``"cat"`` states must hold every
+    feature's candidates before the processes exchange them. :meth:`sync` therefore drains the
+    decoder into the states before syncing: torchmetrics calls it at the start of every
+    ``compute`` (in one process too, where it then exchanges nothing), and so does whoever syncs
+    by hand. Draining in ``update`` would give up the chunking that makes decoding fast, and
+    ``_sync_dist`` alone would miss single-process runs. ``reset`` empties the decoder with the
+    states. ``forward`` (a score per batch) does not fit a metric whose questions span batches.
     """
 
     is_differentiable = False
@@ -64,6 +77,7 @@ class SquadMetric(Metric):
         self.n_best_size = n_best_size
         self.max_answer_length = max_answer_length
         self.null_score_diff_threshold = null_score_diff_threshold
+        self._decoder = StreamingDecoder(n_best_size, max_answer_length)
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.ids: list[str] = []
@@ -92,20 +106,40 @@ class SquadMetric(Metric):
         cls_index: Tensor,
         example_index: Tensor,
         feature_index: Tensor,
+        attention_mask: Tensor | None = None,
     ) -> None:
-        """Keep the best span and the null score of each feature of the batch."""
-        candidates = feature_candidates(
-            start_logits.detach(),
-            end_logits.detach(),
+        """Decode the batch (with the next few) to the best span and null score of each feature.
+
+        With ``attention_mask``, padded positions are masked first
+        (:func:`~qa_lightning.decoding.mask_padding`).
+        """
+        self._decoder.update(
+            start_logits,
+            end_logits,
             offset_mapping,
             cls_index,
-            self.n_best_size,
-            self.max_answer_length,
-            num_spans=1,
+            example_index.long(),
+            feature_index.long(),
+            attention_mask=attention_mask,
         )
-        values = (*candidates, example_index.long(), feature_index.long())
-        for name, value in zip(_STATES, values, strict=True):
-            getattr(self, name).append(value)
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """Drain the decoder into the states, then sync them (:meth:`torchmetrics.Metric.sync`)."""
+        drained = self._decoder.drain()
+        if drained is not None:
+            values = {
+                **{f"cand_{name}": getattr(drained.candidates, name) for name in _FIELDS},
+                "example_index": drained.example_index,
+                "feature_index": drained.feature_index,
+            }
+            for name, value in values.items():
+                getattr(self, name).append(value)
+        super().sync(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Empty the states and the decoder."""
+        super().reset()
+        self._decoder = StreamingDecoder(self.n_best_size, self.max_answer_length)
 
     def compute(self) -> dict[str, float]:
         """Decode every question seen (on every process) and score it; also sets predictions."""
@@ -113,12 +147,14 @@ class SquadMetric(Metric):
             raise RuntimeError("SquadMetric.set_examples() must be called before compute()")
         if isinstance(self.example_index, list) and not self.example_index:
             raise RuntimeError("SquadMetric.compute() called before any update()")
-        states = [dim_zero_cat(getattr(self, name)) for name in _STATES]
-        self._check_example_rows(states[-2])
+        example_index = dim_zero_cat(self.example_index)
+        self._check_example_rows(example_index)
         decoded = decode(
-            SpanCandidates(*states[:-2]),
-            states[-2],
-            states[-1],
+            SpanCandidates(
+                **{name: dim_zero_cat(getattr(self, f"cand_{name}")) for name in _FIELDS}
+            ),
+            example_index,
+            dim_zero_cat(self.feature_index),
             self.ids,
             self.contexts,
             version_2=self.version_2,

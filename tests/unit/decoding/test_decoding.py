@@ -139,7 +139,7 @@ def test_streaming_settles_deferred_rows_of_batches_of_other_lengths(
     decoder = feed(
         StreamingDecoder(**params, max_unchecked=max_unchecked, chunk_rows=chunk_rows), batches
     )
-    waiting = decoder._unchecked
+    waiting = decoder.deferred
     if max_unchecked == 1:
         assert not waiting
     else:

@@ -1,0 +1,59 @@
+"""From token spans to character spans through the offset mapping, and the rules it implies.
+
+Evaluation features carry each token's ``[start_char, end_char)`` in ``offset_mapping``, and
+``[-1, -1]`` for the tokens outside the context (question, special and padding tokens). That
+mapping decides which token spans can be answers (:func:`offset_rules`): both tokens in the
+context (offset start ``>= 0``) and a non-empty character span. :func:`char_candidates` then
+reads the characters of the spans the search (:mod:`qa_lightning.decoding.spans`) chose.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from qa_lightning.decoding.candidates import SpanCandidates, SpanRules, TokenSpans
+from qa_lightning.decoding.spans import null_scores, token_spans
+
+
+def offset_rules(offsets: Tensor) -> SpanRules:
+    """Valid spans of ``offsets`` ``[B, L, 2]``: context tokens, ``start_char < end_char``."""
+    starts = offsets[..., 0]
+    return SpanRules(starts >= 0, starts, offsets[..., 1])
+
+
+def char_candidates(spans: TokenSpans, offsets: Tensor, null_score: Tensor) -> SpanCandidates:
+    """``spans`` as character offsets (``-1`` in empty slots), with each row's ``null_score``."""
+    empty = spans.start_token < 0
+    start_char = offsets[..., 0].gather(1, spans.start_token.clamp(min=0)).masked_fill_(empty, -1)
+    end_char = offsets[..., 1].gather(1, spans.end_token.clamp(min=0)).masked_fill_(empty, -1)
+    return SpanCandidates(
+        scores=spans.scores,
+        start_char=start_char,
+        end_char=end_char,
+        start_logit=spans.start_logit,
+        end_logit=spans.end_logit,
+        null_score=null_score,
+    )
+
+
+def feature_candidates(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    offsets: Tensor,
+    cls_index: Tensor,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    num_spans: int | None = None,
+) -> SpanCandidates:
+    """The best ``num_spans`` (default ``n_best_size``) valid spans of each feature, best first.
+
+    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
+    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
+    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
+    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
+    ``num_spans=1`` (all that answers and EM/F1 need) takes a much faster path.
+    """
+    spans = token_spans(
+        start_logits, end_logits, offset_rules(offsets), n_best_size, max_answer_length, num_spans
+    )
+    return char_candidates(spans, offsets, null_scores(start_logits, end_logits, cls_index))
