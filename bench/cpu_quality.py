@@ -203,7 +203,7 @@ def main() -> None:
         _, train_seconds = timed(lambda: trainer.fit(module, datamodule=dm))
         validator = make_trainer(fit=False, accelerator=args.accelerator)
         _, eval_seconds = timed(lambda: validator.validate(module, datamodule=dm, verbose=False))
-    scores = module.last_metrics
+    scores = module.evaluations["validation"].metrics
     log(f"EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f}")
     protocol = (args.train_questions, args.eval_questions, args.seed) == (
         TRAIN_QUESTIONS,

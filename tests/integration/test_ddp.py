@@ -45,9 +45,12 @@ def launch(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProce
     return proc
 
 
-def audit(roots: list[Path]) -> str:
-    """A Trainer callback (as an override) reporting rank 1's file writes under ``roots``."""
-    return f"[{{_target_:helpers.reliability.AuditWrites,roots:[{','.join(map(str, roots))}]}}]"
+def audit(roots: list[Path]) -> list[str]:
+    """A callback (as overrides) reporting rank 1's file writes under ``roots``."""
+    return [
+        "+callbacks.audit._target_=helpers.reliability.AuditWrites",
+        f"+callbacks.audit.roots=[{','.join(map(str, roots))}]",
+    ]
 
 
 def rank1_writes(proc: subprocess.CompletedProcess) -> list[str]:
@@ -127,8 +130,7 @@ def test_ddp_training_v2_batch_schedule_single_writer_and_single_process_metrics
             f"hydra.run.dir={out}",
             "+callbacks.record._target_=helpers.reliability.RecordTraining",
             f"+callbacks.record.path={out / 'training.json'}",
-            "+callbacks.audit._target_=helpers.reliability.AuditWrites",
-            f"+callbacks.audit.roots=[{out},{cache}]",
+            *audit([out, cache]),
         ],
         tmp_path,
     )
@@ -166,7 +168,7 @@ def test_ddp_evaluation_v1_equals_single_process(tiny_bert, files, tmp_path):
             "data.doc_stride=48",
             f"paths.cache_dir={cache}",
             f"hydra.run.dir={out}",
-            f"+trainer.callbacks={audit([out, cache])}",
+            *audit([out, cache]),
         ],
         tmp_path,
     )

@@ -19,7 +19,7 @@ from qa_lightning.data.sources import load_examples
 from qa_lightning.errors import QALightningError
 from qa_lightning.inference import QuestionAnswerer
 from qa_lightning.paths import config_dir
-from qa_lightning.utils.io import atomic_write_json
+from qa_lightning.training.outputs import write_answers
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,8 @@ def answer_questions(cfg: DictConfig) -> dict[str, list[dict]]:
     examples = load_examples(cfg.input_file)
     results = qa(examples["question"], examples["context"], **options)
     answers = dict(zip(examples["id"], results, strict=True))
-    output = Path(cfg.output_file or Path(cfg.paths.output_dir) / "nbest_predictions.json")
-    atomic_write_json(output, answers)
-    atomic_write_json(
-        output.with_name("predictions.json"),
-        {k: v[0]["answer"] if v else "" for k, v in answers.items()},
+    output = write_answers(
+        cfg.output_file or Path(cfg.paths.output_dir) / "nbest_predictions.json", answers
     )
     log.info("Answered %d questions -> %s", len(answers), output)
     return answers

@@ -22,7 +22,11 @@ from qa_lightning.data.cache import (
     features_key,
 )
 from qa_lightning.data.collate import QACollator
-from qa_lightning.data.features import prepare_eval_features, prepare_train_features
+from qa_lightning.data.features import (
+    InputLayout,
+    prepare_eval_features,
+    prepare_train_features,
+)
 from qa_lightning.data.loader import ResumableDataLoader
 from qa_lightning.data.no_answer import keep_no_answer_fraction
 from qa_lightning.data.samplers import LengthGroupedSampler, SeededRandomSampler, sorted_by_length
@@ -46,7 +50,9 @@ class SquadDataModule(LightningDataModule):
     (``carve_by: title``, no paragraph shared by two splits). ``max_*_examples`` cut examples
     before tokenization, so an example's features are never split. ``keep_no_answer_features``
     keeps a seeded fraction of the training windows whose target is CLS (see
-    :mod:`qa_lightning.data.no_answer`).
+    :mod:`qa_lightning.data.no_answer`). It provides what ``QALightningModule`` reads from its
+    datamodule (``qa_lightning.model.module.EvalData``): ``version_2``, ``input_layout``,
+    ``has_split()`` and ``examples()``.
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class SquadDataModule(LightningDataModule):
         self.use_cache = use_cache
         self._version_2 = version_2
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._input_layout: InputLayout | None = None
         self._examples: dict[str, datasets.Dataset] = {}
         self._features: dict[str, datasets.Dataset] = {}
 
@@ -137,6 +144,13 @@ class SquadDataModule(LightningDataModule):
             else:
                 self._tokenizer = self._tokenizer_arg
         return self._tokenizer
+
+    @property
+    def input_layout(self) -> InputLayout:
+        """The question/context order of every feature this datamodule makes (from its tokenizer)."""
+        if self._input_layout is None:
+            self._input_layout = InputLayout.of(self.tokenizer)
+        return self._input_layout
 
     def _source(self, split: str) -> str | None:
         return self.files[split] or (self.dataset if self.hub_splits[split] else None)
@@ -162,7 +176,7 @@ class SquadDataModule(LightningDataModule):
         return {name: limit_examples(ds, self.limits[name]) for name, ds in examples.items()}
 
     def examples(self, split: str) -> datasets.Dataset:
-        """The examples of ``split`` ("train", "validation", "test" or "predict")."""
+        """The examples of ``split`` ("train", "validation" or "test")."""
         if split not in self._examples:
             raise KeyError(
                 f"no {split!r} examples: available {sorted(self._examples)} (call setup first)"
@@ -175,7 +189,7 @@ class SquadDataModule(LightningDataModule):
         return split in self._examples
 
     def _ensure_examples(self) -> None:
-        if not self._examples or set(self._examples) == {"predict"}:
+        if not self._examples:
             self._examples.update(self._load_all_examples())
             self._check_version()
 
@@ -191,9 +205,7 @@ class SquadDataModule(LightningDataModule):
         or a warning (v2.0 asked, no unanswerable question: scored by the v2.0 rules)."""
         if self._version_2 is None:
             return
-        counts = {
-            split: count_unanswerable(ds) for split, ds in self._examples.items() if split in SPLITS
-        }
+        counts = {split: count_unanswerable(ds) for split, ds in self._examples.items()}
         if self._version_2 is False:
             for split, count in counts.items():
                 if count:
@@ -208,11 +220,6 @@ class SquadDataModule(LightningDataModule):
                 "version_2=true but no question is unanswerable (SQuAD v1.1 data): the model may "
                 "still answer '' and is scored by the v2.0 rules (HasAns figures only)."
             )
-
-    def set_predict_examples(self, examples: datasets.Dataset) -> None:
-        """Examples to answer in ``predict_dataloader`` (answers may be empty)."""
-        self._examples["predict"] = examples
-        self._features.pop("predict", None)
 
     # ----------------------------------------------------------------- features
     def _tokenize(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
@@ -260,6 +267,7 @@ class SquadDataModule(LightningDataModule):
                 tokenizer=self.tokenizer,
                 max_length=self.max_length,
                 doc_stride=self.doc_stride,
+                layout=self.input_layout,
             ),
             batched=True,
             with_indices=not for_train,
@@ -284,8 +292,6 @@ class SquadDataModule(LightningDataModule):
         for split in wanted:
             if split in self._examples and split not in self._features:
                 self._features[split] = self._tokenize(split, self._examples[split])
-        if stage == "predict" and "predict" in self._examples and "predict" not in self._features:
-            self._features["predict"] = self._tokenize("predict", self._examples["predict"])
 
     def features(self, split: str) -> datasets.Dataset:
         if split not in self._features:
@@ -344,9 +350,6 @@ class SquadDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_dataloader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_dataloader("predict")
 
 
 def _eval_features_with_indices(

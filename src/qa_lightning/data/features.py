@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -28,9 +29,35 @@ log = logging.getLogger(__name__)
 NOT_CONTEXT = (-1, -1)
 
 
-def context_comes_second(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """``[CLS] question [SEP] context [SEP]``, unless the tokenizer pads on the left (context first)."""
-    return tokenizer.padding_side == "right"
+@dataclass(frozen=True)
+class InputLayout:
+    """The order of question and context in a feature, decided once per tokenizer.
+
+    ``[CLS] question [SEP] context [SEP]`` (``question_first``), unless the tokenizer pads on the
+    left, as XLNet-style models do: then the context comes first. The datamodule holds the layout
+    of its features and hands it to the model (Longformer's global attention needs it).
+    """
+
+    question_first: bool = True
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> InputLayout:
+        """The layout of the features made with ``tokenizer`` (from its padding side)."""
+        return cls(question_first=tokenizer.padding_side == "right")
+
+    @property
+    def context_sequence_id(self) -> int:
+        """The context's sequence id in ``encoding.sequence_ids()``."""
+        return 1 if self.question_first else 0
+
+    @property
+    def truncation(self) -> str:
+        """The tokenizer's truncation strategy that cuts the context, never the question."""
+        return "only_second" if self.question_first else "only_first"
+
+    def pair(self, questions: Sequence[str], contexts: Sequence[str]) -> tuple[Sequence[str], ...]:
+        """The tokenizer's first and second texts."""
+        return (questions, contexts) if self.question_first else (contexts, questions)
 
 
 def offsets_include_leading_space(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -93,12 +120,11 @@ def _encode_pairs(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     doc_stride: int,
+    layout: InputLayout,
 ) -> Any:
-    second = context_comes_second(tokenizer)
     return tokenizer(
-        questions if second else contexts,
-        contexts if second else questions,
-        truncation="only_second" if second else "only_first",
+        *layout.pair(questions, contexts),
+        truncation=layout.truncation,
         max_length=max_length,
         stride=doc_stride,
         return_overflowing_tokens=True,
@@ -133,20 +159,26 @@ def check_text(examples: dict[str, list]) -> None:
 
 
 def tokenize_windows(
-    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+    examples: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+    layout: InputLayout | None = None,
 ) -> Any:
     """Tokenize question/context pairs into overlapping windows, with offsets and sample mapping.
 
     Questions too long for a window are cut to :func:`question_token_budget` tokens (a warning
     counts them); the tokenizer would otherwise fail, or panic and abort the process.
+    ``layout`` defaults to the tokenizer's (:meth:`InputLayout.of`).
     """
+    layout = InputLayout.of(tokenizer) if layout is None else layout
     questions = [q.lstrip() if isinstance(q, str) else q for q in examples["question"]]
     contexts = examples["context"]
     budget = question_token_budget(tokenizer, max_length, doc_stride)
     long_rows = [i for i, q in enumerate(questions) if _may_exceed(q, budget)]
     questions, cut = fit_questions(questions, tokenizer, budget, long_rows)
     try:
-        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride, layout)
     except TypeError:  # e.g. "TextInputSequence must be str" for lone surrogates
         check_text(examples)
         raise
@@ -154,7 +186,7 @@ def tokenize_windows(
         if not _is_truncation_failure(err):
             raise
         questions, cut = fit_questions(questions, tokenizer, budget)
-        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride)
+        encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride, layout)
     if cut:
         log.warning(
             "%d of %d questions are longer than %d tokens: cut to fit windows of max_length=%d "
@@ -208,11 +240,13 @@ def _prepare(
     doc_stride: int,
     indices: list[int] | None,
     for_eval: bool,
+    layout: InputLayout | None,
 ) -> dict[str, list]:
-    tokenized = tokenize_windows(examples, tokenizer, max_length, doc_stride)
+    layout = InputLayout.of(tokenizer) if layout is None else layout
+    tokenized = tokenize_windows(examples, tokenizer, max_length, doc_stride, layout)
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     offset_mapping = tokenized.pop("offset_mapping")
-    context_id = 1 if context_comes_second(tokenizer) else 0
+    context_id = layout.context_sequence_id
     strip = offsets_include_leading_space(tokenizer)
     cls_id = tokenizer.cls_token_id
     starts, ends, cls_indices, example_indices, masked_offsets = [], [], [], [], []
@@ -255,9 +289,10 @@ def prepare_train_features(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int = 384,
     doc_stride: int = 128,
+    layout: InputLayout | None = None,
 ) -> dict[str, list]:
     """Training features: model inputs plus ``start_positions`` / ``end_positions``."""
-    return _prepare(examples, tokenizer, max_length, doc_stride, None, for_eval=False)
+    return _prepare(examples, tokenizer, max_length, doc_stride, None, False, layout)
 
 
 def prepare_eval_features(
@@ -266,9 +301,11 @@ def prepare_eval_features(
     max_length: int = 384,
     doc_stride: int = 128,
     indices: list[int] | None = None,
+    layout: InputLayout | None = None,
 ) -> dict[str, list]:
     """Evaluation features: training fields plus ``example_index``, ``cls_index`` and masked offsets.
 
-    ``indices`` are the examples' rows in their dataset (``datasets.map(with_indices=True)``).
+    ``indices`` are the examples' rows in their dataset (``datasets.map(with_indices=True)``);
+    ``layout`` defaults to the tokenizer's.
     """
-    return _prepare(examples, tokenizer, max_length, doc_stride, indices, for_eval=True)
+    return _prepare(examples, tokenizer, max_length, doc_stride, indices, True, layout)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.data.features import InputLayout
 from qa_lightning.errors import QALightningError
 from qa_lightning.hub import load_tokenizer
 from qa_lightning.model.module import QALightningModule
@@ -64,8 +65,12 @@ def tokenizer_for(path: str | Path, module: QALightningModule) -> PreTrainedToke
 def load_module_and_tokenizer(
     path: str | Path,
 ) -> tuple[QALightningModule, PreTrainedTokenizerBase]:
-    """Model and tokenizer from a ``.ckpt``, an ``hf_model/`` directory, or a hub name."""
+    """Model and tokenizer from a ``.ckpt``, an ``hf_model/`` directory, or a hub name; the model
+    takes the tokenizer's input layout (question/context order)."""
     if Path(path).exists():
         module = load_module(path)
-        return module, tokenizer_for(path, module)
-    return QALightningModule(pretrained=str(path)), load_tokenizer(str(path))
+        tokenizer = tokenizer_for(path, module)
+    else:
+        module, tokenizer = QALightningModule(pretrained=str(path)), load_tokenizer(str(path))
+    module.use_input_layout(InputLayout.of(tokenizer))
+    return module, tokenizer

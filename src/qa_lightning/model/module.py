@@ -6,15 +6,18 @@ import inspect
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import datasets
 from lightning import LightningModule
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.data.features import InputLayout
 from qa_lightning.decoding import mask_padding
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
@@ -30,6 +33,48 @@ EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
 LOG_NAMES = {"exact": "exact_match"}
 PROG_BAR = ("exact_match", "f1")
 STAGE_SPLITS = {"val": "validation", "test": "test"}
+STAGE_PREFIXES = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation pass over a split gave: the module publishes one per evaluated split
+    at the end of each validation / test epoch, in ``QALightningModule.evaluations[split]``.
+
+    Attributes:
+        split: ``"validation"`` or ``"test"``.
+        metrics: the official figures under the official scripts' names (v1.1: ``exact_match``,
+            ``f1``; v2.0: ``exact``, ``f1``, ``HasAns_*``, ``NoAns_*``, ``best_*``), as floats.
+        predictions: ``{question_id: answer}``, ``""`` for no answer.
+        na_probs: ``{question_id: no-answer probability}`` (v2.0; empty for v1.1).
+        partial: Lightning ran only part of the loader (sanity check, ``fast_dev_run``, limited or
+            overfit batches): the figures cover the questions predicted.
+    """
+
+    split: str
+    metrics: dict[str, float]
+    predictions: dict[str, str]
+    na_probs: dict[str, float] = field(default_factory=dict)
+    partial: bool = False
+
+
+@runtime_checkable
+class EvalData(Protocol):
+    """What the module reads from ``trainer.datamodule`` (``SquadDataModule`` is one)."""
+
+    @property
+    def version_2(self) -> bool:
+        """Whether the data has unanswerable questions (SQuAD v2.0 scoring)."""
+
+    @property
+    def input_layout(self) -> InputLayout:
+        """The question/context order of the features."""
+
+    def has_split(self, split: str) -> bool:
+        """Whether the data has examples for ``split`` ("validation", "test")."""
+
+    def examples(self, split: str) -> datasets.Dataset:
+        """The examples of ``split``: ``id``, ``question``, ``context``, ``answers`` columns."""
 
 
 class QALightningModule(LightningModule):
@@ -44,8 +89,8 @@ class QALightningModule(LightningModule):
         scheduler: factory ``(optimizer, num_training_steps) -> LRScheduler`` stepped every
             optimizer step, e.g. ``qa_lightning.model.optim.linear_warmup_decay``; None: constant LR.
         version_2: SQuAD v2.0 scoring (unanswerable questions); None: the datamodule's version.
-        question_first: question before context in the features; None: from the datamodule's
-            tokenizer (its padding side), else True. Only Longformer's global attention uses it.
+        question_first: question before context in the features; None: the datamodule's
+            ``input_layout``, else True. Only Longformer's global attention uses it.
         hf_config: the backbone's config dict; set by checkpoints so that loading one builds the
             backbone from it instead of fetching ``pretrained``.
     """
@@ -117,12 +162,11 @@ class QALightningModule(LightningModule):
         if self._use_global_attention and self._sep_token_id is None:
             raise ValueError(f"{type(self.model).__name__} needs sep_token_id in its config.")
 
-        self.question_first = question_first if question_first is not None else True
+        self.input_layout = InputLayout(question_first=question_first is not False)
         self.version_2 = bool(version_2)
         self.metrics = nn.ModuleDict()
-        self.last_predictions: dict[str, str] = {}
-        self.last_na_probs: dict[str, float] = {}
-        self.last_metrics: dict[str, float] = {}
+        self.evaluations: dict[str, Evaluation] = {}
+        """The latest :class:`Evaluation` of each evaluated split ("validation", "test")."""
 
     # ------------------------------------------------------------------ model
     def model_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -132,7 +176,10 @@ class QALightningModule(LightningModule):
             inputs["token_type_ids"] = batch["token_type_ids"]
         if self._use_global_attention:
             inputs["global_attention_mask"] = global_attention_mask(
-                batch["input_ids"], batch["attention_mask"], self._sep_token_id, self.question_first
+                batch["input_ids"],
+                batch["attention_mask"],
+                self._sep_token_id,
+                self.input_layout.question_first,
             )
         return inputs
 
@@ -202,20 +249,29 @@ class QALightningModule(LightningModule):
 
     # ------------------------------------------------------------- evaluation
     def setup(self, stage: str) -> None:
-        """Resolve the data's version and question order, and give the metrics their examples."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
+        """Take the data's version and input layout (unless given), and give the metrics their
+        examples; without a datamodule, examples come from :meth:`set_eval_examples`."""
+        data = self.trainer.datamodule
+        if data is None:
             return
-        if self.hparams.version_2 is None and hasattr(datamodule, "version_2"):
-            self.version_2 = bool(datamodule.version_2)
-        if self.hparams.question_first is None and hasattr(datamodule, "tokenizer"):
-            self.question_first = datamodule.tokenizer.padding_side == "right"
-        prefixes = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        for prefix in prefixes:
+        if not isinstance(data, EvalData):
+            raise TypeError(
+                f"{type(data).__name__} does not provide what QALightningModule reads from its "
+                "datamodule (EvalData: version_2, input_layout, has_split(), examples())"
+            )
+        if self.hparams.version_2 is None:
+            self.version_2 = bool(data.version_2)
+        self.use_input_layout(data.input_layout)
+        for prefix in STAGE_PREFIXES.get(stage, ()):
             split = STAGE_SPLITS[prefix]
-            if hasattr(datamodule, "has_split") and not datamodule.has_split(split):
-                continue
-            self.set_eval_examples(prefix, datamodule.examples(split))
+            if data.has_split(split):
+                self.set_eval_examples(prefix, data.examples(split))
+
+    def use_input_layout(self, layout: InputLayout) -> None:
+        """The question/context order of the features fed to the model (made with the tokenizer
+        beside it), unless ``question_first`` was given."""
+        if self.hparams.question_first is None:
+            self.input_layout = layout
 
     def set_eval_examples(self, prefix: str, examples: Any) -> None:
         """A fresh ``prefix`` ("val" / "test") metric scoring ``examples`` (a ``datasets.Dataset``)."""
@@ -241,7 +297,7 @@ class QALightningModule(LightningModule):
             )
         if prefix not in self.metrics:
             raise RuntimeError(
-                f"No {prefix} examples to score: use a datamodule with examples() or call "
+                f"No {prefix} examples to score: use an EvalData datamodule or call "
                 f"set_eval_examples({prefix!r}, examples)."
             )
         mask = batch["attention_mask"]
@@ -252,10 +308,15 @@ class QALightningModule(LightningModule):
         metric = self.metrics[prefix]
         metric.partial = self._runs_part_of_the_loader(prefix)
         results = metric.compute()
-        self.last_metrics = {key: float(value) for key, value in results.items()}
-        self.last_predictions = dict(metric.predictions)
-        self.last_na_probs = dict(metric.na_probs or {})
-        for key, value in self.last_metrics.items():
+        evaluation = Evaluation(
+            split=STAGE_SPLITS[prefix],
+            metrics={key: float(value) for key, value in results.items()},
+            predictions=dict(metric.predictions),
+            na_probs=dict(metric.na_probs or {}),
+            partial=metric.partial,
+        )
+        self.evaluations[evaluation.split] = evaluation
+        for key, value in evaluation.metrics.items():
             name = LOG_NAMES.get(key, key)
             self.log(
                 f"{prefix}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name in PROG_BAR
@@ -284,15 +345,6 @@ class QALightningModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
-
-    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Logits plus the batch's decoding fields, for ``decoding.py``."""
-        start, end = self(batch)
-        return {
-            "start_logits": start,
-            "end_logits": end,
-            **{k: batch[k] for k in EVAL_KEYS if k in batch},
-        }
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The files a run leaves behind: metrics, predictions and no-answer odds, written atomically."""
+"""The files a run leaves behind: metrics, predictions and no-answer odds (evaluation), n-best
+answers (predict), written atomically."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def write_eval_outputs(
     if na_probs:
         written["null_odds"] = atomic_write_json(output_dir / names["null_odds"], dict(na_probs))
     return written
+
+
+def write_answers(path: str | Path, answers: Mapping[str, list[dict]]) -> Path:
+    """``{id: [{"answer", "score", "start", "end"}, ...]}`` to ``path`` and ``{id: best answer}``
+    (``""`` when there is none) beside it as ``predictions.json``; returns ``path``."""
+    path = atomic_write_json(path, dict(answers))
+    best = {qid: found[0]["answer"] if found else "" for qid, found in answers.items()}
+    atomic_write_json(Path(path).with_name("predictions.json"), best)
+    return Path(path)
 
 
 def _number(value: object) -> float | int:

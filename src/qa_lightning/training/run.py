@@ -1,7 +1,9 @@
-"""The training recipe: datamodule, model and trainer from a config; fit; evaluate; save.
+"""The recipes: train (datamodule, model and trainer from a config; fit; evaluate; save) and
+evaluate a checkpoint.
 
-``cli/train.py`` wraps :func:`train_and_evaluate` in the shared task wrapper; ``cli/evaluate.py``
-reuses :func:`evaluate_splits`.
+``cli/train.py`` wraps :func:`train_and_evaluate` and ``cli/evaluate.py`` wraps
+:func:`evaluate_checkpoint` in the shared task wrapper. The evaluation files are written by the
+``EvalOutputs`` callback (``conf/callbacks/core``), not here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -17,8 +18,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from qa_lightning.data.datamodule import SquadDataModule
+from qa_lightning.inference.loading import load_module, tokenizer_for
+from qa_lightning.model.module import QALightningModule
 from qa_lightning.training.hparams import log_hyperparameters
-from qa_lightning.training.outputs import write_eval_outputs
 from qa_lightning.training.resume import resume_checkpoint
 from qa_lightning.utils.instantiators import instantiate_list
 from qa_lightning.utils.io import remove_stale_temp_files, replace_directory
@@ -26,7 +29,9 @@ from qa_lightning.utils.io import remove_stale_temp_files, replace_directory
 log = logging.getLogger(__name__)
 
 
-def apply_total_batch_size(cfg: DictConfig, trainer: L.Trainer, datamodule: Any) -> None:
+def apply_total_batch_size(
+    cfg: DictConfig, trainer: L.Trainer, datamodule: SquadDataModule
+) -> None:
     """Split ``total_batch_size`` over devices x nodes x gradient accumulation."""
     total = cfg.get("total_batch_size")
     if not total:
@@ -43,34 +48,48 @@ def apply_total_batch_size(cfg: DictConfig, trainer: L.Trainer, datamodule: Any)
     )
 
 
-def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The trainer of ``cfg.trainer`` with the callbacks of ``cfg.callbacks`` and the loggers."""
+    callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callback")
+    loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def build(cfg: DictConfig) -> tuple[SquadDataModule, QALightningModule, L.Trainer]:
     """Datamodule, model and trainer from the composed config."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callback")
-    loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg)
     apply_total_batch_size(cfg, trainer, datamodule)
     return datamodule, model, trainer
 
 
 def evaluate_splits(
-    trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None, output_dir: Path
+    trainer: L.Trainer,
+    model: QALightningModule,
+    datamodule: SquadDataModule,
+    ckpt_path: str | None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate on validation (and test, when the data has it); rank 0 writes the output files."""
+    """Evaluate on validation (and test, when the data has it); the figures per split."""
     results: dict[str, dict[str, float]] = {}
     for split, run in (("validation", trainer.validate), ("test", trainer.test)):
         if not datamodule.has_split(split):
             continue
         run(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        results[split] = dict(model.last_metrics)
-        if trainer.is_global_zero:
-            write_eval_outputs(
-                output_dir, split, model.last_metrics, model.last_predictions, model.last_na_probs
-            )
+        results[split] = dict(model.evaluations[split].metrics)
         ckpt_path = None  # the weights are loaded now
     return results
+
+
+def log_results(results: dict[str, dict[str, float]]) -> None:
+    """One line of figures per evaluated split."""
+    for split, metrics in results.items():
+        log.info(
+            "%s: %s",
+            split,
+            OmegaConf.to_yaml(OmegaConf.create(metrics)).strip().replace("\n", ", "),
+        )
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -112,18 +131,28 @@ def train_and_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if cfg.get("evaluate", True) and not trainer.fast_dev_run:
         ckpt = best_checkpoint(trainer) if cfg.get("train", True) else cfg.get("ckpt_path")
         log.info("Evaluating %s", ckpt or "the current weights")
-        results = evaluate_splits(trainer, model, datamodule, ckpt, output_dir)
+        results = evaluate_splits(trainer, model, datamodule, ckpt)
     if cfg.get("save_hf_model", True) and trainer.is_global_zero and not trainer.fast_dev_run:
         replace_directory(
             output_dir / "hf_model",
             lambda tmp: model.save_hf_model(tmp, tokenizer=datamodule.tokenizer),
         )
-    for split, metrics in results.items():
-        log.info(
-            "%s: %s",
-            split,
-            OmegaConf.to_yaml(OmegaConf.create(metrics)).strip().replace("\n", ", "),
-        )
+    log_results(results)
+    return results
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Load the model of ``cfg.ckpt_path`` (``.ckpt`` or ``hf_model/``) and score it on the
+    configured data: validation, and test unless ``evaluate_test=false``."""
+    L.seed_everything(cfg.seed, workers=True)
+    module = load_module(cfg.ckpt_path)
+    tokenizer = tokenizer_for(cfg.ckpt_path, module)
+    no_test = {} if cfg.get("evaluate_test", True) else {"test_split": None, "test_file": None}
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, **no_test)
+    trainer = build_trainer(cfg)
+    log_hyperparameters(trainer, cfg)
+    results = evaluate_splits(trainer, module, datamodule, None)
+    log_results(results)
     return results
 
 

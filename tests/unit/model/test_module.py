@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from helpers.tiny_backbones import FAMILIES, save_tiny_backbone
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.datamodule import SquadDataModule
-from qa_lightning.data.features import context_comes_second, prepare_train_features
+from qa_lightning.data.features import InputLayout, prepare_train_features
 from qa_lightning.errors import OfflineError
 from qa_lightning.hub import hub_reachable, load_tokenizer
 from qa_lightning.model.backbone import load_qa_model
@@ -185,8 +185,9 @@ def test_fit_logs_losses_and_squad_scores(backbones, data_files, backbone):
     ):
         assert key in logged, key
     assert 0.0 <= logged["val/exact_match"] <= logged["val/f1"] <= 100.0
-    assert set(module.last_metrics) >= {"exact_match", "f1"}
-    assert set(module.last_predictions) == set(dm.examples("validation")["id"])
+    evaluation = module.evaluations["validation"]
+    assert set(evaluation.metrics) >= {"exact_match", "f1"}
+    assert set(evaluation.predictions) == set(dm.examples("validation")["id"])
     # total steps (1: 2 batches, accumulating 2) came from the trainer: decayed to 0 after the last
     assert fit_trainer.optimizers[0].param_groups[0]["lr"] == 0.0
     assert fit_trainer.lr_scheduler_configs[0].interval == "step"
@@ -229,13 +230,14 @@ def test_version_2_scores_validation_and_test(backbones, data_files):
     v2_keys = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
     for key in ("exact_match", "f1", *v2_keys, "best_f1_thresh"):
         assert f"val/{key}" in eval_trainer.callback_metrics, key
-    assert set(module.last_na_probs) == set(module.last_predictions)
+    validation = module.evaluations["validation"]
+    assert set(validation.na_probs) == set(validation.predictions)
 
     eval_trainer.test(module, datamodule=dm)
     assert {f"test/{key}" for key in ("loss", "exact_match", *v2_keys)} <= set(
         eval_trainer.callback_metrics
     )
-    assert "exact" in module.last_metrics  # official names kept for callbacks
+    assert "exact" in module.evaluations["test"].metrics  # official names kept for callbacks
 
 
 def test_span_loss_ignores_positions_past_the_sequence():
@@ -280,7 +282,7 @@ def test_global_attention_matches_longformer_features(backbones, padding_side):
         batch["input_ids"],
         batch["attention_mask"],
         tokenizer.sep_token_id,
-        context_comes_second(tokenizer),
+        InputLayout.of(tokenizer).question_first,
     ).bool()
     questions = {r["question"] for r in records}
     for ids, row_mask in zip(batch["input_ids"], mask, strict=True):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import random
 
-from lightning import Callback, LightningModule, Trainer
+from lightning import Callback, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from qa_lightning.model.module import EvalData, QALightningModule
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +18,9 @@ class SampleAnswers(Callback):
     """After each validation epoch, show a few questions with the predicted and gold answers.
 
     Printed to the log; also a W&B table when a ``WandbLogger`` is attached. The same seeded
-    questions every epoch, so one can watch the answers improve.
+    questions every epoch, so one can watch the answers improve. The predictions are the module's
+    published validation :class:`~qa_lightning.model.module.Evaluation`; the questions and gold
+    answers come from the datamodule's examples.
     """
 
     def __init__(self, num_samples: int = 3, seed: int = 0, max_context_chars: int = 160) -> None:
@@ -25,11 +29,15 @@ class SampleAnswers(Callback):
         self.max_context_chars = max_context_chars
 
     @rank_zero_only
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        predictions = getattr(pl_module, "last_predictions", None)
-        if trainer.sanity_checking or not predictions or trainer.datamodule is None:
+    def on_validation_end(self, trainer: Trainer, pl_module: QALightningModule) -> None:
+        evaluation = pl_module.evaluations.get("validation")
+        data: EvalData | None = trainer.datamodule
+        if trainer.sanity_checking or evaluation is None or data is None:
             return
-        examples = trainer.datamodule.examples("validation")
+        predictions = evaluation.predictions
+        if not predictions:
+            return
+        examples = data.examples("validation")
         rng = random.Random(self.seed)
         rows = [
             examples[i]
