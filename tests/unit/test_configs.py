@@ -327,9 +327,9 @@ def test_model_window_reaches_the_data_whatever_the_other_choices(trainer, data)
     cfg = compose_cfg(["model=longformer", f"data={data}", f"trainer={trainer}"])
     assert (cfg.data.max_length, cfg.data.doc_stride) == (1024, 128)
     assert cfg.model.gradient_checkpointing
-    # the trainer's own values are not overwritten by the model (ddp_sim stays fp32)
-    if trainer == "ddp_sim":
-        assert cfg.trainer.precision == "32-true"
+    # the trainer's own values are not overwritten by the model
+    expected = "bf16-mixed" if trainer == "gpu" else FAST_PRECISION
+    assert OmegaConf.to_container(cfg.trainer, resolve=False)["precision"] == expected
 
 
 def test_longformer_alone_keeps_its_long_window():

@@ -5,8 +5,8 @@ fp32, else ``32-true``. That is a CUDA GPU that supports bf16, or a CPU with nat
 products (the ``avx512_bf16`` or ``amx_bf16`` flags: recent Xeon and EPYC). Elsewhere a CPU
 emulates bf16, several times slower than fp32. Measured here (2 cores, avx512_bf16): ``make demo``
 took 2 min 52 s in bf16 and 4 min 28 s in fp32, both reaching validation EM 33.3 / F1 40.6.
-``conf/trainer/default.yaml`` (and ``cpu``, which extends it) uses it; ``gpu``, ``ddp`` and ``fsdp``
-set ``bf16-mixed``, ``ddp_sim`` ``32-true``.
+``conf/trainer/default.yaml`` uses it (so do ``cpu`` and ``ddp_sim``, which extend it); ``gpu``,
+``ddp`` and ``fsdp`` set ``bf16-mixed``.
 """
 
 from __future__ import annotations
