@@ -251,13 +251,13 @@ def test_newest_checkpoint_ignores_temporary_files_and_prefers_last(tmp_path):
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tiny_bert, files, cache, tmp_path, monkeypatch
 ):
-    original = QALightningModule._loss
+    original = QALightningModule.compute_loss
 
     def nan_at_step_6(self, batch, start, end):
         loss = original(self, batch, start, end)
         return loss * float("nan") if self.global_step == 6 else loss
 
-    monkeypatch.setattr(QALightningModule, "_loss", nan_at_step_6)
+    monkeypatch.setattr(QALightningModule, "compute_loss", nan_at_step_6)
     out = tmp_path / "run"
     with pytest.raises(
         NonFiniteLossError, match=r"loss is nan at global step 6 \(epoch 0, batch 6\)"

@@ -8,9 +8,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import datasets
 from lightning import LightningModule
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import GradClipAlgorithmType
@@ -24,6 +23,9 @@ from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
 from qa_lightning.model.loss import position_accuracy, span_loss
 from qa_lightning.model.optim import FactorySpec, build_optimizer, from_spec, to_plain, to_spec
+
+if TYPE_CHECKING:
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +190,14 @@ class QALightningModule(LightningModule):
         output = self.model(**self.model_inputs(batch))
         return output.start_logits, output.end_logits
 
-    def _loss(self, batch: Mapping[str, Tensor], start: Tensor, end: Tensor) -> Tensor:
+    def compute_loss(self, batch: Mapping[str, Tensor], start: Tensor, end: Tensor) -> Tensor:
+        """The span loss of ``batch`` given its start and end logits (training and evaluation)."""
         return span_loss(start, end, batch["start_positions"], batch["end_positions"])
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         start, end = self(batch)
-        loss = self._loss(batch, start, end)
+        loss = self.compute_loss(batch, start, end)
         size = batch["input_ids"].size(0)
         epoch_and_step = dict(on_step=True, on_epoch=True, sync_dist=True, batch_size=size)
         self.log("train/loss", loss, prog_bar=True, **epoch_and_step)
@@ -291,7 +294,7 @@ class QALightningModule(LightningModule):
     def _eval_step(self, prefix: str, batch: Mapping[str, Tensor]) -> None:
         start, end = self(batch)
         if "start_positions" in batch:
-            loss = self._loss(batch, start, end)
+            loss = self.compute_loss(batch, start, end)
             self.log(
                 f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0)
             )
