@@ -2,8 +2,9 @@
 
 Decodes the same random logits (fixed seed) of the real SQuAD v1.1 dev features (10,570
 questions; MiniLM tokenizer, max_length 384, doc_stride 128) twice in one process: with the
-plain reference loop of ``tests/reference_decode.py`` and with the project's ``StreamingDecoder``
-(candidates batch by batch, then merge and finalize). Batches are what the evaluation loop
+plain reference loop of ``tests/helpers/reference_decode.py`` and with the project's
+``StreamingDecoder`` (candidates batch by batch, then merge and finalize: the path evaluation
+runs too, as ``SquadMetric`` decodes through it). Batches are what the evaluation loop
 produces by default: features sorted by length (longest first, ``data.sort_eval_by_length``),
 padded by ``QACollator``; ``--order file`` keeps the file order instead. The reference sees every
 feature's row of logits (padding included) in feature order. ``project_seconds`` covers
@@ -24,6 +25,7 @@ from _common import best_of, emit, log, set_threads, squad_file
 from transformers import AutoTokenizer
 
 from helpers import reference_decode as reference
+from helpers.eval_data import feed
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
 from qa_lightning.data.squad_json import read_squad_file
@@ -63,16 +65,7 @@ def logit_batches(
 
 
 def project_decode(batches: list[dict], columns: dict[str, list], with_nbest: bool) -> Any:
-    decoder = StreamingDecoder(with_nbest=with_nbest)
-    for batch in batches:
-        decoder.update(
-            batch["start_logits"],
-            batch["end_logits"],
-            batch["offset_mapping"],
-            batch["cls_index"],
-            batch["example_index"],
-            batch["feature_index"],
-        )
+    decoder = feed(StreamingDecoder(with_nbest=with_nbest), batches)
     return decoder.decode(columns["id"], columns["context"])
 
 

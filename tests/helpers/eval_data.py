@@ -14,9 +14,19 @@ from helpers.reference_decode import logits_by_feature, postprocess_qa_predictio
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
 from qa_lightning.data.squad_json import read_squad_file
+from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.paths import minilm_dir
 
-FEATURE_KEYS = ("input_ids", "offset_mapping", "example_index", "cls_index")
+FEATURE_KEYS = ("input_ids", "attention_mask", "offset_mapping", "example_index", "cls_index")
+DECODER_KEYS = (
+    "start_logits",
+    "end_logits",
+    "offset_mapping",
+    "cls_index",
+    "example_index",
+    "feature_index",
+)
+"""The batch fields ``StreamingDecoder.update`` takes, in its order."""
 SQUAD_FILES = {"v1.1": ("dev-v1.1.json.gz", False), "v2.0": ("dev-v2.0.json.gz", True)}
 
 
@@ -80,3 +90,10 @@ def reference_outputs(
     return postprocess_qa_predictions(
         data.ids, data.contexts, data.features, starts, ends, **kwargs
     )
+
+
+def feed(decoder: StreamingDecoder, batches: list[dict[str, torch.Tensor]]) -> StreamingDecoder:
+    """``decoder`` after an ``update`` with every batch (collated features with logits)."""
+    for batch in batches:
+        decoder.update(*(batch[key] for key in DECODER_KEYS))
+    return decoder

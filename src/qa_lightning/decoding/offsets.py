@@ -51,15 +51,17 @@ def feature_candidates(
     max_answer_length: int = 30,
     num_spans: int | None = None,
 ) -> SpanCandidates:
-    """The best ``num_spans`` (default ``n_best_size``) valid spans of each feature, best first.
+    """Each feature's best valid spans as character candidates, with its null score.
 
-    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
-    sequence. A span is valid when both tokens are context (``offsets[..., 0] >= 0``), the end is
-    not before the start, it has at most ``max_answer_length`` tokens and a non-empty character
-    span. ``null_score = start_logits[cls] + end_logits[cls]``. Scores are computed in float32.
-    ``num_spans=1`` (all that answers and EM/F1 need) takes a much faster path.
+    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends; the best
+    ``num_spans`` (default ``n_best_size``) valid ones are kept, best first:
+    :func:`~qa_lightning.decoding.spans.token_spans` under :func:`offset_rules` (both tokens in
+    the context, a non-empty character span), mapped by :func:`char_candidates`.
+    ``null_score = start_logits[cls] + end_logits[cls]``.
     """
+    k = min(n_best_size, start_logits.shape[1])
+    num_spans = n_best_size if num_spans is None else num_spans
     spans = token_spans(
-        start_logits, end_logits, offset_rules(offsets), n_best_size, max_answer_length, num_spans
+        start_logits, end_logits, offset_rules(offsets), k, num_spans, max_answer_length
     )
     return char_candidates(spans, offsets, null_scores(start_logits, end_logits, cls_index))

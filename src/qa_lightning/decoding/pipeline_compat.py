@@ -131,9 +131,9 @@ class PipelineSpans:
             p_start.log(),
             p_end.log(),
             SpanRules(context),  # any context tokens: no rule on their characters
-            n_best_size=p_start.shape[1],
-            max_answer_length=self.max_answer_length,
+            k=p_start.shape[1],  # every start and end
             num_spans=self.num_spans,
+            max_len=self.max_answer_length,
         )
         found = (spans.scores > NEG_INF).cpu()
         first, last = spans.start_token.clamp(min=0), spans.end_token.clamp(min=0)

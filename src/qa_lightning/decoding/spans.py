@@ -248,26 +248,18 @@ def best_span(
 
 
 def token_spans(
-    start_logits: Tensor,
-    end_logits: Tensor,
-    rules: SpanRules,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-    num_spans: int | None = None,
+    start_logits: Tensor, end_logits: Tensor, rules: SpanRules, k: int, num_spans: int, max_len: int
 ) -> TokenSpans:
-    """The best ``num_spans`` (default ``n_best_size``) valid spans of each row, best first.
+    """The best ``num_spans`` valid spans of each row among the top ``k`` (``<= L``) starts x ends.
 
-    Candidates are the top ``k = min(n_best_size, L)`` starts x top ``k`` ends over the whole
-    sequence; a span is valid when ``rules`` allow it, the end is not before the start and it has
-    at most ``max_answer_length`` tokens. Scores are computed in float32. ``num_spans=1`` (all
-    that answers and EM/F1 need) takes a much faster path.
+    A span is valid when ``rules`` allow it, the end is not before the start and it has at most
+    ``max_len`` tokens. Scores are computed in float32. ``num_spans=1`` (all that answers and
+    EM/F1 need) takes a much faster path.
     """
     start_logits, end_logits = start_logits.float(), end_logits.float()
-    k = min(n_best_size, start_logits.shape[1])
-    num_spans = n_best_size if num_spans is None else num_spans
     if num_spans == 1:
-        return best_span(start_logits, end_logits, rules, k, max_answer_length)
-    return top_spans(start_logits, end_logits, rules, k, num_spans, max_answer_length)
+        return best_span(start_logits, end_logits, rules, k, max_len)
+    return top_spans(start_logits, end_logits, rules, k, num_spans, max_len)
 
 
 def null_scores(start_logits: Tensor, end_logits: Tensor, cls_index: Tensor) -> Tensor:

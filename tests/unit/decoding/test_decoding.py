@@ -12,6 +12,7 @@ import torch
 from helpers.eval_data import (
     SQUAD_FILES,
     EvalData,
+    feed,
     load_eval_data,
     random_batches,
     reference_outputs,
@@ -41,21 +42,6 @@ def streaming_decode(
 ) -> Any:
     decoder = StreamingDecoder(n_best_size, max_answer_length, with_nbest=with_nbest)
     return feed(decoder, batches).decode(data.ids, data.contexts, **kwargs)
-
-
-def feed(decoder: StreamingDecoder, batches: list[dict[str, torch.Tensor]]) -> StreamingDecoder:
-    """``decoder`` after an ``update`` with every batch (collated features with logits)."""
-    keys = (
-        "start_logits",
-        "end_logits",
-        "offset_mapping",
-        "cls_index",
-        "example_index",
-        "feature_index",
-    )
-    for batch in batches:
-        decoder.update(*(batch[key] for key in keys))
-    return decoder
 
 
 def assert_nbest_equal(ours: dict[str, list[dict]], reference: dict[str, list[dict]]) -> None:

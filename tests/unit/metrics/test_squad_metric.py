@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from torchmetrics.utilities import dim_zero_cat
 
 from helpers.eval_data import (
     SQUAD_FILES,
@@ -16,6 +17,7 @@ from helpers.eval_data import (
     reference_outputs,
 )
 from helpers.metric_ddp import WORLD_SIZE, ddp_worker, evaluate, metric_inputs
+from qa_lightning.decoding import mask_padding
 from qa_lightning.errors import IncompleteEvaluationError
 from qa_lightning.metrics.squad_eval import (
     compute_exact,
@@ -132,6 +134,36 @@ def test_compute_needs_examples_and_updates() -> None:
         metric.compute()
     with pytest.raises(ValueError, match="same length"):
         metric.set_examples(["q"], [], [])
+
+
+def test_padding_masked_by_the_metric_or_the_caller_and_reset_drops_pending_rows(
+    shared_data: Path,
+) -> None:
+    """``update(..., attention_mask=...)`` scores as masked logits do; batches still waiting in
+    the decoder are part of the states once ``sync`` ran, and ``reset`` drops them."""
+    data = load_eval_data(shared_data / "squad" / "dev-v2.0.json.gz", 300, 96, 32)
+    batches = random_batches(data.features, batch_size=24, seed=9)
+    masked = [
+        batch
+        | {
+            name: mask_padding(batch[name], batch["attention_mask"])
+            for name in ("start_logits", "end_logits")
+        }
+        for batch in batches
+    ]
+    expected, _ = run_metric(data, masked, version_2=True)
+
+    metric = SquadMetric(version_2=True)
+    metric.set_examples(data.ids, data.contexts, data.answers)
+    for batch in batches[:5]:  # 120 features: fewer than a chunk, all still in the decoder
+        metric.update(*metric_inputs(batch), attention_mask=batch["attention_mask"])
+    metric.sync()
+    assert len(dim_zero_cat(metric.feature_index)) == 120
+    metric.reset()
+    for batch in batches:
+        metric.update(*metric_inputs(batch), attention_mask=batch["attention_mask"])
+    assert metric.compute() == expected
+    assert len(dim_zero_cat(metric.feature_index)) == len(data.features)
 
 
 # --- DDP -----------------------------------------------------------------------------------------
