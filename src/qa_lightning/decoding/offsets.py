@@ -24,13 +24,14 @@ def offset_rules(offsets: Tensor) -> SpanRules:
 def char_candidates(spans: TokenSpans, offsets: Tensor, null_score: Tensor) -> SpanCandidates:
     """``spans`` as character offsets (``-1`` in empty slots), with each row's ``null_score``."""
     start_token, end_token = spans.start_token, spans.end_token
-    empty = start_token < 0
-    any_empty = bool(empty.any())  # rare with one span per row: skip three ops per side then
+    # Empty slots are rare with one span per row: skip three ops per side then.
+    any_empty = start_token.numel() > 0 and int(start_token.min()) < 0
     if any_empty:
         start_token, end_token = start_token.clamp(min=0), end_token.clamp(min=0)
     start_char = offsets[..., 0].gather(1, start_token)
     end_char = offsets[..., 1].gather(1, end_token)
     if any_empty:
+        empty = spans.start_token < 0
         start_char, end_char = start_char.masked_fill_(empty, -1), end_char.masked_fill_(empty, -1)
     return SpanCandidates(
         scores=spans.scores,

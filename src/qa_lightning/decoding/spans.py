@@ -116,16 +116,15 @@ def _mask_bias(allowed: Tensor) -> Tensor:
     return torch.where(allowed, 0.0, NEG_INF)
 
 
-def _first_max(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row's maximum and the first position holding it, both ``[B, 1]``.
+def _first_max(values: Tensor) -> Tensor:
+    """The first position of each row's maximum, ``[B, 1]``.
 
     On CPU, numpy's ``argmax`` (documented to take the first of equal maxima) is several times
     faster than ``torch.max`` with indices.
     """
     if values.device.type != "cpu":
-        return values.max(1, keepdim=True)
-    index = torch.from_numpy(np.argmax(values.detach().numpy(), axis=1)[:, None])
-    return values.gather(1, index), index
+        return values.max(1, keepdim=True).indices
+    return torch.from_numpy(np.argmax(values.detach().numpy(), axis=1)[:, None])
 
 
 def _window_best(
@@ -145,10 +144,11 @@ def _window_best(
     ends = start_logits.new_full((batch, length + max_len - 1), NEG_INF)
     torch.add(end_logits, end_bias, out=ends[:, :length])
     totals = (start_logits + start_bias).add_(_window_max(ends, max_len))
-    score, start = _first_max(totals)
+    start = _first_max(totals)
+    score = totals.gather(1, start)
     totals.scatter_(1, start, NEG_INF)
     window = ends.gather(1, start + _positions(max_len, start.device))
-    end = start + _first_max(window)[1]
+    end = start + _first_max(window)
     start_logit, end_logit = start_logits.gather(1, start), end_logits.gather(1, end)
     certain = totals.amax(1, keepdim=True) < score
     if rules.start_bound is not None and rules.end_bound is not None:
