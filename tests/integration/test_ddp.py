@@ -19,6 +19,7 @@ import pytest
 from helpers import TESTS_DIR
 from helpers.app import compose_run_cfg, slice_squad
 from qa_lightning.cli import evaluate
+from qa_lightning.data.datamodule import SquadDataModule
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,10 @@ def audit(roots: list[Path]) -> list[str]:
 
 
 def rank1_writes(proc: subprocess.CompletedProcess) -> list[str]:
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("AUDIT-RANK1:")]
-    assert len(lines) == 1, "rank 1 ran and reported once"
-    return json.loads(lines[0].removeprefix("AUDIT-RANK1:"))
+    """Rank 1's report, wherever rank 0's output (shared stdout) cut into its line."""
+    parts = proc.stdout.split("AUDIT-RANK1:")
+    assert len(parts) == 2, "rank 1 ran and reported once"
+    return json.JSONDecoder().raw_decode(parts[1])[0]
 
 
 def read_unique_json(path: Path) -> dict:
@@ -75,7 +77,9 @@ def question_ids(path: Path) -> list[str]:
     return [qa["id"] for a in data for p in a["paragraphs"] for qa in p["qas"]]
 
 
-def evaluate_single_process(ckpt: Path, data_file: Path, cache: Path, out: Path) -> None:
+def evaluate_single_process(
+    ckpt: Path, data_file: Path, cache: Path, out: Path, *extra: str
+) -> None:
     overrides = [
         f"ckpt_path={ckpt}",
         "data=files",
@@ -84,13 +88,17 @@ def evaluate_single_process(ckpt: Path, data_file: Path, cache: Path, out: Path)
         "data.doc_stride=48",
         f"paths.cache_dir={cache}",
         "trainer=cpu",
+        *extra,
     ]
     evaluate.run(compose_run_cfg(overrides, out, name="eval"))
 
 
-def assert_same_evaluation(ddp: Path, single: Path, data_file: Path) -> None:
+def assert_same_evaluation(
+    ddp: Path, single: Path, data_file: Path, count: int | None = None
+) -> None:
     predictions = read_unique_json(ddp / "predictions.json")
-    assert sorted(predictions) == sorted(question_ids(data_file))  # every question exactly once
+    expected = question_ids(data_file)[:count]
+    assert sorted(predictions) == sorted(expected)  # every question exactly once
     assert predictions == read_unique_json(single / "predictions.json")
     assert json.loads((ddp / "metrics.json").read_text()) == json.loads(
         (single / "metrics.json").read_text()
@@ -156,7 +164,20 @@ def test_ddp_training_v2_batch_schedule_single_writer_and_single_process_metrics
 
 
 def test_ddp_evaluation_v1_equals_single_process(tiny_bert, files, tmp_path):
+    """Also the cache under DDP: with another subset of the same file already cached
+    (``max_eval_examples=20``), rank 0 tokenizes the 40 questions asked for and rank 1 loads
+    them (it writes nothing); every one of the 40 is predicted."""
     out, cache = tmp_path / "run", tmp_path / "cache"
+    stale = SquadDataModule(
+        str(tiny_bert),
+        dataset=None,
+        validation_file=str(files["v1_val"]),
+        max_eval_examples=20,
+        max_length=128,
+        doc_stride=48,
+        cache_dir=str(cache),
+    )
+    stale.prepare_data()
     proc = launch(
         "qa_lightning.cli.evaluate",
         [
@@ -164,6 +185,7 @@ def test_ddp_evaluation_v1_equals_single_process(tiny_bert, files, tmp_path):
             f"ckpt_path={tiny_bert}",
             "data=files",
             f"data.validation_file={files['v1_val']}",
+            "data.max_eval_examples=40",
             "data.max_length=128",
             "data.doc_stride=48",
             f"paths.cache_dir={cache}",
@@ -174,7 +196,13 @@ def test_ddp_evaluation_v1_equals_single_process(tiny_bert, files, tmp_path):
     )
     assert rank1_writes(proc) == []
     assert_one_run_directory(tmp_path, out)
-    assert (out / "eval.log").read_text().count("Tokenizing validation") == 1
-    evaluate_single_process(tiny_bert, files["v1_val"], cache, tmp_path / "single")
-    assert_same_evaluation(out, tmp_path / "single", files["v1_val"])
+    log = (out / "eval.log").read_text()
+    assert log.count("Tokenizing validation: 40 examples") == 1
+    assert log.count("Loading cached features") == 2  # rank 0 built it, then both ranks load
+    assert log.count("validation: 40 examples -> ") == 3
+    assert len(list((cache / "features").iterdir())) == 2
+    evaluate_single_process(
+        tiny_bert, files["v1_val"], cache, tmp_path / "single", "data.max_eval_examples=40"
+    )
+    assert_same_evaluation(out, tmp_path / "single", files["v1_val"], count=40)
     assert set(json.loads((out / "metrics.json").read_text())) == {"exact_match", "f1"}

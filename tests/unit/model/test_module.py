@@ -22,7 +22,7 @@ from helpers.tiny_backbones import FAMILIES, save_tiny_backbone
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.data.features import InputLayout, prepare_train_features
-from qa_lightning.errors import OfflineError
+from qa_lightning.errors import IncompleteEvaluationError, OfflineError
 from qa_lightning.hub import hub_reachable, load_tokenizer
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
@@ -238,6 +238,26 @@ def test_version_2_scores_validation_and_test(backbones, data_files):
         eval_trainer.callback_metrics
     )
     assert "exact" in module.evaluations["test"].metrics  # official names kept for callbacks
+
+
+def test_only_a_partial_loop_scores_some_questions_else_missing_ones_are_an_error(
+    backbones, data_files
+):
+    """Sanity check and ``limit_val_batches`` score the questions they predicted; a full pass
+    whose features miss a question is an error naming the counts (issue 11)."""
+    dm = datamodule(backbones["bert"], data_files["v1"])
+    dm.eval_batch_size = 4
+    module = QALightningModule(backbones["bert"])
+    trainer(limit_train_batches=1, num_sanity_val_steps=1).fit(module, datamodule=dm)
+    assert len(module.evaluations["validation"].predictions) == len(dm.examples("validation")) == 18
+
+    trainer(limit_val_batches=1).validate(module, datamodule=dm)
+    assert 0 < len(module.evaluations["validation"].predictions) < 18
+
+    first = dm.examples("validation")[0]["id"]
+    dm._features["validation"] = dm.features("validation").filter(lambda f: f["example_index"] != 0)
+    with pytest.raises(IncompleteEvaluationError, match=f"cover 17 of the 18 .*first '{first}'"):
+        trainer().validate(module, datamodule=dm)
 
 
 def test_span_loss_ignores_positions_past_the_sequence():
