@@ -122,5 +122,5 @@ def test_drain_hands_over_every_feature_once(shared_data: Path) -> None:
         )
         rows = [drained.feature_index.tolist().index(i) for i in batch["feature_index"].tolist()]
         ours = drained.candidates.select(torch.tensor(rows))
-        for name in exact._fields:
-            assert torch.equal(getattr(ours, name), getattr(exact, name)), name
+        for name, value in exact._asdict().items():
+            assert torch.equal(getattr(ours, name), value), name
