@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.data.text import text_problem
 from qa_lightning.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,10 @@ def question_token_budget(
     """The most question tokens that leave more than ``doc_stride`` context tokens per window."""
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - doc_stride - 1
     if budget < 1:
-        raise ValueError(
+        raise DataFormatError(
             f"max_length={max_length} with doc_stride={doc_stride} leaves no room for a question: "
-            "lower doc_stride or raise max_length"
+            "lower doc_stride or raise max_length",
+            field="doc_stride",
         )
     return budget
 
@@ -143,19 +145,10 @@ def check_text(examples: dict[str, list]) -> None:
     ids = examples.get("id")
     for field in ("question", "context"):
         for row, value in enumerate(examples[field]):
-            qid = str(ids[row]) if ids is not None else None
-            if not isinstance(value, str):
-                raise DataFormatError(
-                    f"row {row}: must be a string, got {type(value).__name__}", qid=qid, field=field
-                )
-            bad = next((i for i, ch in enumerate(value) if "\ud800" <= ch <= "\udfff"), None)
-            if bad is not None:
-                raise DataFormatError(
-                    f"row {row}: not valid Unicode text: lone surrogate {value[bad]!r} at character "
-                    f"{bad} (bytes that are not UTF-8?)",
-                    qid=qid,
-                    field=field,
-                )
+            problem = text_problem(value, allow_empty=True)
+            if problem is not None:
+                qid = str(ids[row]) if ids is not None else None
+                raise DataFormatError(f"row {row}: {problem}", qid=qid, field=field)
 
 
 def tokenize_windows(
@@ -187,17 +180,32 @@ def tokenize_windows(
             raise
         questions, cut = fit_questions(questions, tokenizer, budget)
         encoded = _encode_pairs(questions, contexts, tokenizer, max_length, doc_stride, layout)
+    _warn_cut(cut, len(questions), budget, max_length, doc_stride)
+    return encoded
+
+
+def fit_to_windows(
+    questions: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int
+) -> list[str]:
+    """The questions, each cut to :func:`question_token_budget` tokens where it is longer (the
+    same rule as :func:`tokenize_windows`: counted in a warning, never an error)."""
+    budget = question_token_budget(tokenizer, max_length, doc_stride)
+    fitted, cut = fit_questions(questions, tokenizer, budget)
+    _warn_cut(cut, len(questions), budget, max_length, doc_stride)
+    return fitted
+
+
+def _warn_cut(cut: int, total: int, budget: int, max_length: int, doc_stride: int) -> None:
     if cut:
         log.warning(
             "%d of %d questions are longer than %d tokens: cut to fit windows of max_length=%d "
             "with doc_stride=%d",
             cut,
-            len(questions),
+            total,
             budget,
             max_length,
             doc_stride,
         )
-    return encoded
 
 
 def _context_span(sequence_ids: list[int | None], context_id: int) -> tuple[int, int]:

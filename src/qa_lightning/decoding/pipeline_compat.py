@@ -30,6 +30,7 @@ from tokenizers import Encoding
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.data.features import InputLayout
 from qa_lightning.decoding import NEG_INF, SpanRules, token_spans
 
 MAX_ANSWER_LENGTH = 15
@@ -51,7 +52,7 @@ def pipeline_features(
     in evaluation features: it marks where spans may lie); ``cls_index`` is 0 (the pipeline read
     the null score at position 0).
     """
-    if tokenizer.padding_side != "right":
+    if not InputLayout.of(tokenizer).question_first:
         raise ValueError('compat="pipeline" needs a tokenizer that puts the question first')
     encoded = tokenizer(
         list(questions),

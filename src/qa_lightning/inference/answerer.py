@@ -18,7 +18,8 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.collate import QACollator
-from qa_lightning.data.features import prepare_eval_features
+from qa_lightning.data.features import fit_to_windows, prepare_eval_features
+from qa_lightning.data.text import text_problem
 from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.errors import DataFormatError
 
@@ -155,7 +156,8 @@ class QuestionAnswerer:
                 max_length=max_length,
                 align_to_words=True if align_to_words is None else align_to_words,
             )
-        _check_windows(self.tokenizer, [q.lstrip() for q in questions], max_length, doc_stride)
+        if doc_stride < 0:
+            raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
         examples = {
             "question": questions,
             "context": contexts,
@@ -218,9 +220,12 @@ class QuestionAnswerer:
 
         if doc_stride > max_length:
             raise ValueError(f"doc_stride ({doc_stride}) is larger than max_length ({max_length})")
-        _check_windows(self.tokenizer, questions, max_length, doc_stride)
         features, encodings = pipeline_compat.pipeline_features(
-            questions, contexts, self.tokenizer, max_length, doc_stride
+            fit_to_windows(questions, self.tokenizer, max_length, doc_stride),
+            contexts,
+            self.tokenizer,
+            max_length,
+            doc_stride,
         )
         spans = pipeline_compat.PipelineSpans(
             self.tokenizer,
@@ -269,42 +274,10 @@ def _validate(questions: Sequence[str], contexts: Sequence[str]) -> tuple[list[s
         raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
     for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
         for field, value in (("question", question), ("context", context)):
-            if not isinstance(value, str) or not value.strip():
-                raise DataFormatError(
-                    f"must be a non-empty string, got {value!r:.40}", qid=str(i), field=field
-                )
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as err:  # lone surrogates: bytes that were not UTF-8
-                raise DataFormatError(
-                    f"is not valid text: {err.reason} at character {err.start}",
-                    qid=str(i),
-                    field=field,
-                ) from None
+            problem = text_problem(value)
+            if problem is not None:
+                raise DataFormatError(problem, qid=str(i), field=field)
     return list(questions), list(contexts)
-
-
-def _check_windows(
-    tokenizer: PreTrainedTokenizerBase, questions: list[str], max_length: int, doc_stride: int
-) -> None:
-    """Each question leaves more than ``doc_stride`` context tokens per window.
-
-    The tokenizer would otherwise abort the process (a Rust panic), not raise.
-    """
-    if doc_stride < 0:
-        raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
-    specials = tokenizer.num_special_tokens_to_add(pair=True)
-    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
-    for i, length in enumerate(lengths):
-        room = max_length - specials - length
-        if room <= doc_stride:
-            raise DataFormatError(
-                f"the question has {length} tokens, which leaves {room} context tokens per "
-                f"window of max_length={max_length}: need more than doc_stride={doc_stride}. "
-                "Shorten the question, lower doc_stride or raise max_length.",
-                qid=str(i),
-                field="question",
-            )
 
 
 _DEFAULT: dict[str, QuestionAnswerer] = {}

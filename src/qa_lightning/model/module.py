@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.features import InputLayout
-from qa_lightning.decoding import mask_padding
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
@@ -303,9 +302,9 @@ class QALightningModule(LightningModule):
                 f"No {prefix} examples to score: use an EvalData datamodule or call "
                 f"set_eval_examples({prefix!r}, examples)."
             )
-        mask = batch["attention_mask"]
-        start, end = mask_padding(start, mask), mask_padding(end, mask)
-        self.metrics[prefix].update(start, end, *(batch[key] for key in EVAL_KEYS))
+        self.metrics[prefix].update(
+            start, end, *(batch[key] for key in EVAL_KEYS), attention_mask=batch["attention_mask"]
+        )
 
     def _eval_epoch_end(self, prefix: str) -> None:
         metric = self.metrics[prefix]

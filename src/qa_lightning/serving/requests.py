@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from qa_lightning.data.text import text_problem
 from qa_lightning.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,9 @@ def _parse_item(obj: Any, index: int | None, limits: Limits) -> Item:
         value = obj.get(name)
         if name not in obj:
             raise RequestError(422, name, "field required", index)
-        if not isinstance(value, str):
-            raise RequestError(422, name, f"must be a string, got {type(value).__name__}", index)
-        if not value.strip():
-            raise RequestError(422, name, "must not be empty", index)
+        problem = text_problem(value)
+        if problem is not None:
+            raise RequestError(422, name, problem, index)
         if len(value) > limit:
             raise RequestError(413, name, f"{len(value)} characters, the limit is {limit}", index)
         texts[name] = value

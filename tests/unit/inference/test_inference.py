@@ -7,6 +7,7 @@ second venv (minutes), so ``bench/pipeline_parity.py`` checks it, not a test.
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -216,7 +217,6 @@ def test_compat_default_max_answer_length_is_15(qa: QuestionAnswerer) -> None:
         ("Who?", "Some context.", {}, TypeError),
         (["Who?"], ["Some context."], {"top_k": 0}, ValueError),
         (["Who?"], ["Some context."], {"max_answer_length": 0}, ValueError),
-        (["Who? " * 400], ["Some context."], {}, DataFormatError),
         (["Who is it?"], ["Some context."], {"max_length": 32, "doc_stride": 30}, DataFormatError),
         (["Who?"], ["Some context."], {"align_to_words": False}, ValueError),
     ],
@@ -224,6 +224,19 @@ def test_compat_default_max_answer_length_is_15(qa: QuestionAnswerer) -> None:
 def test_invalid_input(qa: QuestionAnswerer, questions, contexts, options, error) -> None:
     with pytest.raises(error):
         qa(questions, contexts, **options)
+
+
+@pytest.mark.parametrize("compat", [None, "pipeline"])
+def test_too_long_questions_are_cut_as_in_training(
+    qa: QuestionAnswerer, compat: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One rule for every path (issue 13): a question longer than the window allows is cut to
+    fit and counted in a warning, as feature preparation does for training and evaluation."""
+    answerer = QuestionAnswerer(qa.module, qa.tokenizer, compat=compat)
+    with caplog.at_level(logging.WARNING, logger="qa_lightning.data.features"):
+        [answers] = answerer(["Who? " * 400], ["Ann wrote the book in Paris."])
+    assert answers and all(0 <= a["start"] <= a["end"] <= 27 for a in answers)
+    assert "1 of 1 questions are longer than" in caplog.text
 
 
 def test_empty_batch_and_bad_options(qa: QuestionAnswerer) -> None:
