@@ -222,7 +222,8 @@ class SquadDataModule(LightningDataModule):
             )
 
     # ----------------------------------------------------------------- features
-    def _tokenize(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
+    def tokenize(self, split: str, examples: datasets.Dataset) -> datasets.Dataset:
+        """Features of ``examples`` for ``split`` (train or eval features), through the cache."""
         for_train = split == "train"
         features = self._cached_features(split, examples)
         if not for_train:
@@ -280,7 +281,7 @@ class SquadDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Load (download once, where the source is the hub) and tokenize into the cache: rank 0 only."""
         for split, examples in self._load_all_examples().items():
-            self._tokenize(split, examples)
+            self.tokenize(split, examples)
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_examples()
@@ -291,7 +292,7 @@ class SquadDataModule(LightningDataModule):
         }.get(stage or "", tuple(self._examples))
         for split in wanted:
             if split in self._examples and split not in self._features:
-                self._features[split] = self._tokenize(split, self._examples[split])
+                self._features[split] = self.tokenize(split, self._examples[split])
 
     def features(self, split: str) -> datasets.Dataset:
         if split not in self._features:

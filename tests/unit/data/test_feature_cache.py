@@ -76,7 +76,7 @@ def tokenize(
         use_cache=cache is not None,
         **params,
     )
-    return datamodule._tokenize(split, examples)
+    return datamodule.tokenize(split, examples)
 
 
 def rows(features: Examples) -> dict[str, list]:

@@ -20,6 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import TESTS_DIR
+from helpers.examples import make_dataset
 from qa_lightning.data import sources
 from qa_lightning.data.alignment import align_answers
 from qa_lightning.data.sources import (
@@ -133,23 +135,6 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def qa(data: dict[str, Any], article: int = 0, paragraph: int = 0, index: int = 0) -> dict:
     return data["data"][article]["paragraphs"][paragraph]["qas"][index]
-
-
-def make_dataset(titles: int = 12, paragraphs: int = 3, questions: int = 4) -> datasets.Dataset:
-    """A synthetic dataset with distinct titles, contexts and ids."""
-    records = [
-        {
-            "id": f"t{t}-p{p}-q{q}",
-            "title": f"title {t}",
-            "context": f"context {t}-{p} with answer{q} inside",
-            "question": f"question {q}?",
-            "answers": {"text": [f"answer{q}"], "answer_start": [len(f"context {t}-{p} with ")]},
-        }
-        for t in range(titles)
-        for p in range(paragraphs)
-        for q in range(questions)
-    ]
-    return records_to_dataset(records)
 
 
 def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -763,7 +748,7 @@ def test_split_errors(sizes: dict, by: str, fragment: str) -> None:
 SPLIT_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from test_sources import make_dataset
+from helpers.examples import make_dataset
 from qa_lightning.data.splits import split_examples
 splits = split_examples(make_dataset(), {"a": 50, "b": 30}, seed=11, by=sys.argv[2])
 print(json.dumps({name: list(split["id"]) for name, split in splits.items()}))
@@ -772,7 +757,7 @@ print(json.dumps({name: list(split["id"]) for name, split in splits.items()}))
 
 @pytest.mark.parametrize("by", ["example", "title"])
 def test_splits_identical_across_processes(by: str) -> None:
-    tests_dir = str(Path(__file__).parent)
+    tests_dir = str(TESTS_DIR)
     outputs = [
         subprocess.run(
             [sys.executable, "-c", SPLIT_SCRIPT, tests_dir, by],
