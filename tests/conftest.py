@@ -21,13 +21,32 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, shared_data: Path) -> Path:
-    """A tiny random BERT (WordPiece trained on dev-v1.1 text), saved once for the session."""
-    from helpers.app import texts_of
-    from helpers.tiny_backbones import save_tiny_backbone
+def minilm_tokenizer():
+    """The packaged MiniLM tokenizer, loaded once for the session (do not change its settings)."""
+    from helpers.tokenizers import minilm_tokenizer
 
+    return minilm_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory, shared_data: Path) -> dict[str, Path]:
+    """A tiny random model of each family (BERT, RoBERTa, DeBERTa-v2, Longformer) with a tokenizer
+    trained on dev-v1.1 text, saved once for the session: ``{family: directory}``."""
+    import torch
+
+    from helpers.app import texts_of
+    from helpers.tiny_backbones import FAMILIES, save_tiny_backbone
+
+    torch.manual_seed(0)  # random weights, the same every session
     texts = texts_of(shared_data / "squad" / "dev-v1.1.json.gz")
-    return save_tiny_backbone("bert", texts, tmp_path_factory.mktemp("tiny") / "bert")
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: save_tiny_backbone(family, texts, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_backbones: dict[str, Path]) -> Path:
+    """The tiny random BERT of :func:`tiny_backbones`."""
+    return tiny_backbones["bert"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

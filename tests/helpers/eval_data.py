@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from helpers.reference_decode import logits_by_feature, postprocess_qa_predictions
+from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import prepare_eval_features
 from qa_lightning.data.squad_json import read_squad_file
 from qa_lightning.decoding import StreamingDecoder
-from qa_lightning.paths import minilm_dir
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "offset_mapping", "example_index", "cls_index")
 DECODER_KEYS = (
@@ -41,20 +41,13 @@ class EvalData:
 
 
 @functools.cache
-def _tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(minilm_dir())
-
-
-@functools.cache
 def load_eval_data(
     path: Path, limit: int | None = None, max_length: int = 384, doc_stride: int = 128
 ) -> EvalData:
     """The first ``limit`` questions of a SQuAD file and their eval features (MiniLM tokenizer)."""
     records = read_squad_file(path).records[:limit]
     columns = {key: [r[key] for r in records] for key in ("id", "question", "context", "answers")}
-    feats = prepare_eval_features(columns, _tokenizer(), max_length, doc_stride)
+    feats = prepare_eval_features(columns, minilm_tokenizer(), max_length, doc_stride)
     features = [
         {key: feats[key][i] for key in FEATURE_KEYS} | {"feature_index": i}
         for i in range(len(feats["input_ids"]))
@@ -67,7 +60,7 @@ def random_batches(
     features: list[dict[str, Any]], batch_size: int, seed: int = 0, low: int | None = None
 ) -> list[dict[str, torch.Tensor]]:
     """Collated batches with random logits (integers in ``[low, -low)`` when given, for ties)."""
-    collate = QACollator(_tokenizer())
+    collate = QACollator(minilm_tokenizer())
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for first in range(0, len(features), batch_size):

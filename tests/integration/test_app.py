@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from helpers.app import compose_run_cfg, slice_squad, texts_of
-from helpers.tiny_backbones import FAMILIES, save_tiny_backbone
+from helpers.app import compose_run_cfg, slice_squad
+from helpers.tiny_backbones import FAMILIES
 from qa_lightning.cli import score, train
 
 
@@ -31,10 +31,8 @@ def squad_files(tmp_path_factory, shared_data) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory, shared_data) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    texts = texts_of(shared_data / "squad" / "dev-v1.1.json.gz")
-    return {family: save_tiny_backbone(family, texts, root / family) for family in FAMILIES}
+def tiny_models(tiny_backbones: dict[str, Path]) -> dict[str, Path]:
+    return tiny_backbones
 
 
 def overrides_for(

@@ -20,6 +20,7 @@ import torch
 
 from helpers import REPO, TESTS_DIR
 from helpers.app import compose_run_cfg, slice_squad
+from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.cli import train
 from qa_lightning.data.loader import ResumableDataLoader
 from qa_lightning.errors import DataFormatError, QALightningError
@@ -524,12 +525,10 @@ def test_version_2_true_on_v1_data_is_scored_by_v2_rules_with_a_warning(
 @pytest.fixture(scope="module")
 def tiny_minilm(tmp_path_factory) -> Path:
     """A tiny random BERT QA model with the packaged MiniLM tokenizer (no shared data needed)."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertConfig
-
-    from qa_lightning.paths import minilm_dir
+    from transformers import AutoModelForQuestionAnswering, BertConfig
 
     directory = tmp_path_factory.mktemp("tiny_minilm")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    tokenizer = minilm_tokenizer()
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

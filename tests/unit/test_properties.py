@@ -11,8 +11,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import AutoTokenizer
 
+from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import (
     NOT_CONTEXT,
@@ -22,7 +22,6 @@ from qa_lightning.data.features import (
 )
 from qa_lightning.decoding import decode, feature_candidates
 from qa_lightning.errors import DataFormatError
-from qa_lightning.paths import minilm_dir
 
 MAX_LENGTH, STRIDE, MAX_ANSWER = 64, 16, 30
 SETTINGS = settings(
@@ -82,7 +81,7 @@ def contexts(draw) -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return AutoTokenizer.from_pretrained(minilm_dir())
+    return minilm_tokenizer()
 
 
 def columns(questions: list[str], contexts_: list[str], answers: list[dict] | None = None) -> dict:

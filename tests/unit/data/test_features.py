@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from helpers.tiny_backbones import build_tokenizer
+from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.features import (
     prepare_eval_features,
@@ -54,7 +55,7 @@ def dev_examples(shared_data: Path) -> dict[str, dict[str, list]]:
 @pytest.fixture(scope="module", params=["minilm", "bert", "roberta", "deberta"])
 def tokenizer(request, dev_examples):
     if request.param == "minilm":
-        return AutoTokenizer.from_pretrained(minilm_dir())
+        return minilm_tokenizer()
     ex = dev_examples["1.1"]
     texts = list(dict.fromkeys(ex["context"])) + ex["question"]
     return build_tokenizer(request.param, texts, vocab_size=3000)
@@ -145,8 +146,7 @@ def test_offsets_never_start_with_space(dev_examples, tokenizer):
 
 
 def test_left_padding_tokenizer_puts_context_first_and_collator_shifts(dev_examples):
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    tok.padding_side = "left"
+    tok = AutoTokenizer.from_pretrained(minilm_dir(), padding_side="left")  # not the shared one
     ex = {k: v[:200] for k, v in dev_examples["1.1"].items()}
     seen = check_round_trip(ex, tok)
     assert seen["exact"] > 150
@@ -165,7 +165,7 @@ def test_left_padding_tokenizer_puts_context_first_and_collator_shifts(dev_examp
 
 
 def test_collator_pads_to_multiple_of_8_or_max_length(dev_examples):
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    tok = minilm_tokenizer()
     ex = {k: v[:20] for k, v in dev_examples["2.0"].items()}
     feats = prepare_eval_features(ex, tok, 384, 128, indices=list(range(20)))
     rows = [{k: feats[k][i] for k in feats} for i in range(len(feats["input_ids"]))]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datasets
 import pytest
-from transformers import AutoTokenizer
 
+from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.data.no_answer import keep_no_answer_fraction, no_answer_rows
-from qa_lightning.paths import minilm_dir
 
 CLS = 101
 
@@ -55,7 +54,7 @@ def test_another_seed_keeps_other_windows() -> None:
 
 
 def test_datamodule_subsamples_training_features_only() -> None:
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    tokenizer = minilm_tokenizer()
     kwargs = {
         "tokenizer": tokenizer,
         "dataset": "sample",

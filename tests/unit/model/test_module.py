@@ -18,7 +18,7 @@ from lightning import Trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from helpers.tiny_backbones import FAMILIES, save_tiny_backbone
+from helpers.tiny_backbones import FAMILIES
 from qa_lightning.data.collate import QACollator
 from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.data.features import InputLayout, prepare_train_features
@@ -90,16 +90,9 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def backbones(tmp_path_factory) -> dict[str, str]:
+def backbones(tiny_backbones: dict[str, Path]) -> dict[str, str]:
     """Directory (or ``"minilm"``) of each backbone: tiny random models of the four families."""
-    root = tmp_path_factory.mktemp("backbones")
-    torch.manual_seed(0)
-    records = make_records(unanswerable=True)
-    texts = list(dict.fromkeys(r["context"] for r in records)) + [r["question"] for r in records]
-    dirs = {
-        family: str(save_tiny_backbone(family, texts, root / family, 600)) for family in FAMILIES
-    }
-    return {**dirs, "minilm": "minilm"}
+    return {**{family: str(path) for family, path in tiny_backbones.items()}, "minilm": "minilm"}
 
 
 def datamodule(pretrained: str, data_file: Path) -> SquadDataModule:

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from helpers.tiny_backbones import save_tiny_backbone  # noqa: E402
 from qa_lightning.errors import DataFormatError  # noqa: E402
 from qa_lightning.inference import QuestionAnswerer  # noqa: E402
 from qa_lightning.serving.app import create_app  # noqa: E402
@@ -63,10 +61,8 @@ class CountingAnswerer:
 
 
 @pytest.fixture(scope="module")
-def spy(tmp_path_factory: pytest.TempPathFactory) -> CountingAnswerer:
-    torch.manual_seed(0)  # the answers of a random model are arbitrary: make them repeatable
-    model_dir = save_tiny_backbone("bert", TEXTS * 5, tmp_path_factory.mktemp("tiny_bert"))
-    return CountingAnswerer(QuestionAnswerer.from_pretrained(model_dir))
+def spy(tiny_bert: Path) -> CountingAnswerer:
+    return CountingAnswerer(QuestionAnswerer.from_pretrained(tiny_bert))
 
 
 @pytest.fixture(scope="module")
