@@ -147,21 +147,6 @@ def test_missing_required_value_is_reported():
         OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
 
 
-def test_entry_point_finds_its_configs_from_any_directory(tmp_path):
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa_lightning", "--cfg", "job", "model=deberta"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "pretrained: microsoft/deberta-v3-base" in proc.stdout
-
-
 def test_fast_precision_follows_the_cpu_flags(tmp_path, monkeypatch) -> None:
     from qa_lightning.utils import resolvers
 

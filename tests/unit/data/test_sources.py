@@ -6,10 +6,7 @@ import copy
 import gzip
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +17,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import TESTS_DIR
 from helpers.examples import make_dataset
 from qa_lightning.data import sources
 from qa_lightning.data.alignment import align_answers
@@ -743,37 +739,6 @@ def test_split_by_title_merges_shared_contexts_and_untitled() -> None:
 def test_split_errors(sizes: dict, by: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         split_examples(make_dataset(), sizes, seed=0, by=by)
-
-
-SPLIT_SCRIPT = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from helpers.examples import make_dataset
-from qa_lightning.data.splits import split_examples
-splits = split_examples(make_dataset(), {"a": 50, "b": 30}, seed=11, by=sys.argv[2])
-print(json.dumps({name: list(split["id"]) for name, split in splits.items()}))
-"""
-
-
-@pytest.mark.parametrize("by", ["example", "title"])
-def test_splits_identical_across_processes(by: str) -> None:
-    tests_dir = str(TESTS_DIR)
-    outputs = [
-        subprocess.run(
-            [sys.executable, "-c", SPLIT_SCRIPT, tests_dir, by],
-            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for hash_seed in (1, 2)
-    ]
-    here = split_examples(make_dataset(), {"a": 50, "b": 30}, seed=11, by=by)
-    assert (
-        json.loads(outputs[0])
-        == json.loads(outputs[1])
-        == {n: list(s["id"]) for n, s in here.items()}
-    )
 
 
 def test_limit_examples() -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torchmetrics.utilities import dim_zero_cat
 
 from helpers.eval_data import (
@@ -16,7 +15,7 @@ from helpers.eval_data import (
     random_batches,
     reference_outputs,
 )
-from helpers.metric_ddp import WORLD_SIZE, ddp_worker, evaluate, metric_inputs
+from helpers.metric_ddp import metric_inputs
 from qa_lightning.decoding import mask_padding
 from qa_lightning.errors import IncompleteEvaluationError
 from qa_lightning.metrics.squad_eval import (
@@ -167,56 +166,3 @@ def test_padding_masked_by_the_metric_or_the_caller_and_reset_drops_pending_rows
 
 
 # --- DDP -----------------------------------------------------------------------------------------
-
-
-def ddp_case(data: EvalData, version_2: bool, seed: int) -> dict[str, Any]:
-    """Features with their own random logits, an odd number of them (the sampler must pad)."""
-    generator = torch.Generator().manual_seed(seed)
-    features = [
-        f
-        | {
-            "start_logits": torch.randn(len(f["offset_mapping"]), generator=generator),
-            "end_logits": torch.randn(len(f["offset_mapping"]), generator=generator),
-        }
-        for f in data.features
-    ]
-    features = features[: len(features) - 1 + len(features) % 2]
-    return {
-        "features": features,
-        "ids": data.ids,
-        "contexts": data.contexts,
-        "answers": data.answers,
-        "version_2": version_2,
-    }
-
-
-def test_ddp_two_processes_equal_single_process(shared_data: Path, tmp_path: Path) -> None:
-    cases = {
-        name: ddp_case(
-            load_eval_data(shared_data / "squad" / file, 250, 96, 32), version_2, seed=11
-        )
-        for name, (file, version_2) in SQUAD_FILES.items()
-    }
-    data_file = tmp_path / "cases.pt"
-    torch.save(cases, data_file)
-    torch.multiprocessing.spawn(
-        ddp_worker,
-        args=(str(tmp_path / "init"), str(data_file), str(tmp_path)),
-        nprocs=WORLD_SIZE,
-        join=True,
-    )
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
-    for name, case in cases.items():
-        expected = evaluate(case)
-        num_features = len(case["features"])
-        assert num_features % WORLD_SIZE == 1
-        seen = [index for result in ranks for index in result[name]["seen"]]
-        assert len(seen) == num_features + 1 and len(set(seen)) == num_features  # one duplicate
-        examples_of_rank = [
-            {case["features"][i]["example_index"] for i in result[name]["seen"]} for result in ranks
-        ]
-        assert examples_of_rank[0] & examples_of_rank[1]  # examples split across the processes
-        for result in ranks:
-            assert result[name]["scores"] == expected["scores"]
-            assert result[name]["predictions"] == expected["predictions"]
-            assert result[name]["na_probs"] == expected["na_probs"]
