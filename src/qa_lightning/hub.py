@@ -5,6 +5,10 @@ retry for ~25 s before failing. When the hub cannot be reached (or ``HF_HUB_OFFL
 ``HF_DATASETS_OFFLINE`` is set), the local Hugging Face cache is tried, then an
 :class:`~qa_lightning.errors.OfflineError` names the alternatives. Data sets use the same rule
 (:func:`looks_like_path`, :func:`offline_mode`).
+
+A local models folder (``paths.models_dir`` / ``$QA_LIGHTNING_MODELS_DIR``) holds hub folders on
+disk for clusters without internet: a hub name resolves there first, as ``<dir>/<org>/<name>``
+or ``<dir>/<name>`` (see :func:`local_model_dir`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import get_session
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from qa_lightning.errors import OfflineError
+from qa_lightning.errors import OfflineError, QALightningError
 from qa_lightning.paths import minilm_dir
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,9 @@ OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 # Names ending so are files, never hub repositories.
 FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".ckpt", ".onnx", ".safetensors", ".bin")
 _TRUE = {"1", "ON", "YES", "TRUE"}
+MODELS_DIR_ENV = "QA_LIGHTNING_MODELS_DIR"
+# Set by the entry points from `paths.models_dir`; None: read $QA_LIGHTNING_MODELS_DIR.
+_models_dir: Path | None = None
 
 T = TypeVar("T")
 
@@ -46,8 +53,52 @@ def looks_like_path(name: str) -> bool:
     )
 
 
+def set_models_dir(directory: str | os.PathLike[str] | None) -> Path | None:
+    """Use ``directory`` as the local models folder (None: ``$QA_LIGHTNING_MODELS_DIR`` again).
+
+    A relative path is taken from the current directory now; a missing folder is an error.
+    """
+    global _models_dir
+    if directory is None or str(directory) == "":
+        _models_dir = None
+        return None
+    path = Path(directory).expanduser().resolve()
+    if not path.is_dir():
+        raise QALightningError(
+            f"the local models folder {path} (paths.models_dir / ${MODELS_DIR_ENV}) does not exist"
+        )
+    _models_dir = path
+    return path
+
+
+def models_dir() -> Path | None:
+    """The local models folder: set by :func:`set_models_dir`, else ``$QA_LIGHTNING_MODELS_DIR``."""
+    if _models_dir is not None:
+        return _models_dir
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env).expanduser().resolve() if env else None
+
+
+def local_model_dir(name: str, root: Path | None = None) -> Path | None:
+    """The folder of hub name ``name`` in the local models folder ``root`` (default
+    :func:`models_dir`): ``<root>/<org>/<name>``, ``<root>/<name>``, or for a name without
+    owner the one ``<root>/*/<name>``; None when there is none."""
+    root = root if root is not None else models_dir()
+    if root is None or looks_like_path(name):
+        return None
+    base = name.rsplit("/", 1)[-1]
+    candidates = [root / name, root / base]
+    if "/" not in name:
+        candidates += sorted(p for p in root.glob(f"*/{base}") if p.is_dir())[:2]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file() or (candidate / "tokenizer_config.json").is_file():
+            return candidate
+    return None
+
+
 def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
-    """``"minilm"`` -> the packaged MiniLM folder; a directory -> its absolute path; else a hub name."""
+    """``"minilm"`` -> the packaged MiniLM folder; a directory -> its absolute path; a hub name
+    found in the local models folder -> that folder; else the hub name."""
     name = str(pretrained)
     if name == MINILM_ALIAS:
         return str(minilm_dir())
@@ -56,6 +107,10 @@ def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
         return str(path.resolve())
     if looks_like_path(name):
         raise FileNotFoundError(f"model directory not found: {path}")
+    local = local_model_dir(name)
+    if local is not None:
+        log.info("%s: using the local models folder's %s", name, local)
+        return str(local)
     return name
 
 
@@ -96,10 +151,18 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 
 def _offline_error(name: str, reason: str) -> OfflineError:
+    root = models_dir()
+    where = (
+        f"it is not in the local models folder {root} (as {root / name} or "
+        f"{root / name.rsplit('/', 1)[-1]})"
+        if root is not None
+        else f"no local models folder is set (paths.models_dir / ${MODELS_DIR_ENV})"
+    )
     return OfflineError(
-        f"Cannot load {name!r}: it is not a local directory, it is not in the Hugging Face cache, "
-        f"and {reason}. Use a local directory with `model.pretrained=/path/to/model` "
-        f"(a folder written by `save_pretrained`), or the packaged model with `model=minilm`."
+        f"Cannot load {name!r}: it is not a local directory, {where}, it is not in the Hugging "
+        f"Face cache, and {reason}. Use a local directory with `model.pretrained=/path/to/model` "
+        f"(a folder written by `save_pretrained`), a models folder holding hub folders with "
+        f"`paths.models_dir=DIR`, or the packaged model with `model=minilm`."
     )
 
 

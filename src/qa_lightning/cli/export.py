@@ -6,6 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from qa_lightning.hub import set_models_dir
 from qa_lightning.inference.onnx import DEFAULT_OPSET, export_onnx, require_onnxruntime
 
 
@@ -22,9 +23,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip comparing onnxruntime with PyTorch"
     )
+    parser.add_argument(
+        "--models-dir",
+        help="local folder of hub model folders (default: $QA_LIGHTNING_MODELS_DIR)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     require_onnxruntime()
+    set_models_dir(args.models_dir or None)
     output = export_onnx(args.path, args.output, opset=args.opset, verify=not args.no_verify)
     print(output)
 

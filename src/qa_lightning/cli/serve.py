@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-context-chars", type=int, default=defaults.max_context_chars)
     parser.add_argument("--max-question-chars", type=int, default=defaults.max_question_chars)
     parser.add_argument("--max-items", type=int, default=defaults.max_items, help="per request")
+    parser.add_argument(
+        "--models-dir",
+        help="local folder of hub model folders (default: $QA_LIGHTNING_MODELS_DIR)",
+    )
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -40,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``qa-lightning-serve``."""
     import uvicorn
 
+    from qa_lightning.hub import set_models_dir
     from qa_lightning.inference import QuestionAnswerer
     from qa_lightning.serving.app import create_app
 
@@ -53,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    set_models_dir(args.models_dir or None)
     qa = QuestionAnswerer.from_pretrained(args.path, device=args.device)
     limits = Limits(
         max_context_chars=args.max_context_chars,

@@ -1,6 +1,7 @@
 """``task_wrapper``: what every Hydra entry point does around its task, in one place.
 
-Fails before any work on a missing required value, tunes the allocator, proves the output
+Fails before any work on a missing required value, applies the local models folder
+(``paths.models_dir``), tunes the allocator, proves the output
 directory writable (rank 0), and in a multirun records a failing job and lets the sweep go on.
 """
 
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from qa_lightning.errors import QALightningError
+from qa_lightning.hub import set_models_dir
 from qa_lightning.training.sweep import guard_multirun_job
 from qa_lightning.utils.io import ensure_writable
 from qa_lightning.utils.malloc import keep_freed_memory
@@ -42,6 +44,7 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
     def wrapped(cfg: DictConfig) -> T | None:
         with guard_multirun_job(cfg) as outcome:
             check_required(cfg)
+            set_models_dir(cfg.paths.get("models_dir"))
             if cfg.get("keep_freed_memory", True):
                 keep_freed_memory()
             if rank_zero_only.rank == 0:

@@ -22,6 +22,7 @@ from qa_lightning.data.features import fit_to_windows, prepare_eval_features
 from qa_lightning.data.text import text_problem
 from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.errors import DataFormatError
+from qa_lightning.model.model_card import Window, read_window
 
 SpanModel = Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]]
 """A batch of features -> start and end logits ``[B, L]`` (``QALightningModule`` is one)."""
@@ -50,6 +51,8 @@ class QuestionAnswerer:
         batch_size: features per forward pass.
         compat: ``"pipeline"`` answers exactly as transformers 4.x ``pipeline("question-answering")``
             did (word-aligned answers, its scores and null answer, max_answer_length 15).
+        window: the default ``max_length`` / ``doc_stride`` (``from_pretrained`` reads the one the
+            model was trained with from ``hf_model/qa_window.json``, the checkpoint or the export).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class QuestionAnswerer:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
         compat: Literal["pipeline"] | None = None,
+        window: Window | None = None,
     ) -> None:
         if compat not in COMPAT_MODES:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
@@ -73,6 +77,7 @@ class QuestionAnswerer:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.compat = compat
+        self.window = window
         self.collate = QACollator(tokenizer)
 
     @classmethod
@@ -93,10 +98,12 @@ class QuestionAnswerer:
             from qa_lightning.inference.onnx import load_onnx
 
             model, tokenizer = load_onnx(path, device=kwargs.get("device", "cpu"))
+            kwargs.setdefault("window", read_window(path))
             return cls(model, tokenizer, **kwargs)
         from qa_lightning.inference.loading import load_module_and_tokenizer
 
         module, tokenizer = load_module_and_tokenizer(path)
+        kwargs.setdefault("window", module.window)
         return cls(module, tokenizer, **kwargs)
 
     def answer(self, question: str, context: str, top_k: int = 1, **options: Any) -> list[Answer]:
@@ -123,7 +130,8 @@ class QuestionAnswerer:
                 spans: the CLS start + end logits (the minimum over windows) against the spans'.
             max_answer_length: in tokens; default 30 (15 with ``compat="pipeline"``).
             doc_stride: overlap of consecutive windows in tokens; default ``min(128, max_length // 2)``.
-            max_length: tokens per window; default ``min(tokenizer.model_max_length, 384)``.
+            max_length: tokens per window; default the model's ``window``, else
+                ``min(tokenizer.model_max_length, 384)``.
             n_best_size: candidate starts and ends per window, and the n-best list's length (so
                 ``top_k`` answers at most ``n_best_size``, plus the empty one).
             align_to_words: ``compat="pipeline"`` only: widen answers to whole words (default True).
@@ -143,6 +151,9 @@ class QuestionAnswerer:
             raise ValueError('align_to_words needs QuestionAnswerer(..., compat="pipeline")')
         if not questions:
             return []
+        if max_length is None and self.window is not None and self.compat is None:
+            max_length = self.window.max_length
+            doc_stride = self.window.doc_stride if doc_stride is None else doc_stride
         max_length = max_length or min(self.tokenizer.model_max_length, MAX_WINDOW)
         doc_stride = min(128, max_length // 2) if doc_stride is None else doc_stride
         if self.compat == "pipeline":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import asdict
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -11,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from qa_lightning.data.features import InputLayout
 from qa_lightning.errors import QALightningError
 from qa_lightning.hub import load_tokenizer
+from qa_lightning.model.model_card import read_window
 from qa_lightning.model.module import QALightningModule
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ def load_module(path: str | Path, **overrides: object) -> QALightningModule:
         )
     try:
         if is_hf_model_dir(path):
+            window = read_window(path)
+            if window is not None:
+                overrides = {**asdict(window), **overrides}
             return QALightningModule(pretrained=str(path), **overrides)
         return QALightningModule.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, **overrides

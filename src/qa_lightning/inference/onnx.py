@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.model.model_card import make_tokenizer_portable, write_window
+
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
@@ -109,6 +111,9 @@ def export_onnx(
             do_constant_folding=True,
         )
     tokenizer.save_pretrained(output)
+    make_tokenizer_portable(output, module.model)
+    if module.window is not None:
+        write_window(output, module.window)
     info = {
         "inputs": list(input_names),
         "outputs": list(OUTPUT_NAMES),

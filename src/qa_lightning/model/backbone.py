@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from qa_lightning.errors import QALightningError
 from qa_lightning.hub import from_hub_or_cache, load_config, resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,13 @@ log = logging.getLogger(__name__)
 # Keys a QA model may legitimately lack or leave unused when built from a base checkpoint.
 _HEAD_PREFIXES = ("qa_outputs.",)
 _UNUSED_PREFIXES = ("pooler.", "lm_head.", "cls.")
+# Weight files `from_pretrained` reads from a folder (single or sharded).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 T = TypeVar("T")
 
@@ -59,6 +68,19 @@ def _report_loading(name: str, info: dict[str, Any]) -> None:
         )
 
 
+def check_has_weights(directory: str | os.PathLike[str], name: str | None = None) -> None:
+    """Refuse a local folder without weights (config and tokenizer only) with a clear error."""
+    folder = Path(directory)
+    if not folder.is_dir() or any((folder / f).is_file() for f in WEIGHT_FILES):
+        return
+    shown = f"{name!r} ({folder})" if name and name != str(folder) else str(folder)
+    raise QALightningError(
+        f"{shown} holds no model weights (none of {', '.join(WEIGHT_FILES)}): it has a config "
+        "and tokenizer only. Train from random weights with `model.random_init=true` (the "
+        "architecture of its config.json), or point `model.pretrained` at a folder with weights."
+    )
+
+
 def load_qa_model(
     pretrained: str | os.PathLike[str] | None,
     *,
@@ -86,6 +108,7 @@ def load_qa_model(
         )
 
     name = resolve_pretrained(pretrained)
+    check_has_weights(name, str(pretrained))
 
     def build(**attn: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
         return from_hub_or_cache(

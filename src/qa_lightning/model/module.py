@@ -21,6 +21,7 @@ from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
 from qa_lightning.model.loss import position_accuracy, span_loss
+from qa_lightning.model.model_card import Window, make_tokenizer_portable, write_window
 from qa_lightning.model.optim import FactorySpec, build_optimizer, from_spec, to_plain, to_spec
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class QALightningModule(LightningModule):
             ``input_layout``, else True. Only Longformer's global attention uses it.
         hf_config: the backbone's config dict; set by checkpoints so that loading one builds the
             backbone from it instead of fetching ``pretrained``.
+        max_length, doc_stride: the window the model is trained with (conf ``model_window``);
+            recorded in ``hf_model/`` and used by inference. None: not recorded.
     """
 
     def __init__(
@@ -113,6 +116,8 @@ class QALightningModule(LightningModule):
         trust_remote_code: bool = False,
         question_first: bool | None = None,
         hf_config: dict[str, Any] | None = None,
+        max_length: int | None = None,
+        doc_stride: int | None = None,
     ) -> None:
         super().__init__()
         # Plain values only, so checkpoints are self-describing and load with weights_only=True:
@@ -356,9 +361,23 @@ class QALightningModule(LightningModule):
     def save_hf_model(
         self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> Path:
-        """Write the backbone (safetensors) and ``tokenizer`` loadable by ``from_pretrained``."""
+        """Write the backbone (safetensors), ``tokenizer`` and the training window, loadable by
+        ``from_pretrained`` of transformers 5 and 4.x (see :mod:`qa_lightning.model.model_card`)."""
         directory = Path(directory)
         self.model.save_pretrained(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
+            make_tokenizer_portable(directory, self.model)
+        window = self.window
+        if window is not None:
+            write_window(directory, window)
         return directory
+
+    @property
+    def window(self) -> Window | None:
+        """The window the model was trained with, when known."""
+        max_length, doc_stride = self.hparams.get("max_length"), self.hparams.get("doc_stride")
+        if max_length is None:
+            return None
+        stride = min(128, max_length // 2) if doc_stride is None else doc_stride
+        return Window(max_length=int(max_length), doc_stride=int(stride))
