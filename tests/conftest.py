@@ -11,6 +11,10 @@ SHARED_DATA = Path(
     os.environ.get("QA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 
+SHARED_MODELS = Path(
+    os.environ.get("QA_SHARED_MODELS", Path(__file__).resolve().parents[2] / "shared" / "models")
+)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -18,6 +22,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared reference data not found at {SHARED_DATA} (set QA_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    """The published tokenizer files and configs of the backbones (``$QA_SHARED_MODELS``, no
+    weights); skips the test when absent."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"shared model files not found at {SHARED_MODELS} (set QA_SHARED_MODELS)")
+    return SHARED_MODELS
 
 
 @pytest.fixture(scope="session")
