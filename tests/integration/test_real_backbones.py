@@ -1,0 +1,112 @@
+"""Every backbone family end to end with its published tokenizer and config (``../shared/models``)
+and random weights: train a few steps on real questions, reload ``hf_model/``, answer, export to
+ONNX. The default lane runs one thin layer of each real config; the real sizes are ``slow``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+from helpers.app import compose_run_cfg, slice_squad
+from helpers.real_backbones import FAMILIES, small_config_overrides
+from qa_lightning.cli import train
+from qa_lightning.hub import set_models_dir
+from qa_lightning.inference import QuestionAnswerer
+from qa_lightning.inference.onnx import OnnxSpanModel, export_onnx
+from qa_lightning.model.model_card import read_window
+
+RUN_OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json", "config.yaml")
+CONTEXT = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to "
+    "Normandy, a region in France. They were descended from Norse raiders and pirates."
+)
+
+
+@pytest.fixture(scope="module")
+def squad_files(tmp_path_factory, shared_data) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("squad")
+    v2 = shared_data / "squad" / "dev-v2.0.json.gz"
+    return {
+        "train": slice_squad(v2, root / "train.json", 0, 8),
+        "val": slice_squad(v2, root / "val.json", 3000, 8),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _forget_models_dir():
+    yield
+    set_models_dir(None)
+
+
+def dict_override(values: dict) -> str:
+    return "{" + ",".join(f"{k}:{json.dumps(v)}" for k, v in values.items()) + "}"
+
+
+def run_family(family: str, shared_models: Path, files: dict, out: Path, thin: bool) -> Path:
+    overrides = [
+        f"model={family}",
+        f"paths.models_dir={shared_models}",
+        "model.random_init=true",
+        "data=files",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['val']}",
+        "data.batch_size=2",
+        "data.eval_batch_size=4",
+        f"paths.cache_dir={out.parent / 'cache'}",
+        "trainer=cpu",
+        "+trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+    if thin:
+        overrides.append(f"model.config_overrides={dict_override(small_config_overrides(family))}")
+    torch.manual_seed(0)
+    train.run(compose_run_cfg(overrides, out))
+    return out
+
+
+def check_family_run(family: str, out: Path, tmp_path: Path) -> None:
+    for name in RUN_OUTPUTS:
+        assert (out / name).is_file() or (out / ".hydra" / name).is_file() or name == "config.yaml"
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    hf_model = out / "hf_model"
+    model = AutoModelForQuestionAnswering.from_pretrained(hf_model)
+    tokenizer = AutoTokenizer.from_pretrained(hf_model)
+    assert tokenizer.is_fast and model.config.vocab_size >= len(tokenizer) - 1
+    window = read_window(hf_model)
+    expected = 1024 if family == "longformer" else 384
+    assert window is not None and window.max_length == expected
+
+    qa = QuestionAnswerer.from_pretrained(hf_model)
+    assert qa.window == window
+    answers = qa.answer("Where is Normandy?", CONTEXT, top_k=3)
+    assert answers, f"{family}: no answer"
+    for answer in answers:
+        assert CONTEXT[answer["start"] : answer["end"]] == answer["answer"]
+
+    onnx_dir = export_onnx(hf_model, tmp_path / f"{family}-onnx")  # verifies within 1e-4
+    assert read_window(onnx_dir) == window
+    batch = tokenizer(["Where is Normandy?"], [CONTEXT], return_tensors="pt")
+    onnx_start, onnx_end = OnnxSpanModel(onnx_dir / "model.onnx")(dict(batch))
+    from_onnx = QuestionAnswerer.from_pretrained(onnx_dir)
+    assert from_onnx.answer("Where is Normandy?", CONTEXT)[0]["answer"] == answers[0]["answer"]
+    assert onnx_start.shape == batch["input_ids"].shape == onnx_end.shape
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_thin_real_config_end_to_end(family, shared_models, squad_files, tmp_path):
+    out = run_family(family, shared_models, squad_files, tmp_path / "run", thin=True)
+    check_family_run(family, out, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_real_size_end_to_end(family, shared_models, squad_files, tmp_path):
+    out = run_family(family, shared_models, squad_files, tmp_path / "run", thin=False)
+    check_family_run(family, out, tmp_path)
