@@ -13,11 +13,11 @@ def global_attention_mask(
     Question first (``<s> q </s></s> c </s>``): the tokens before the first separator. Context
     first: the tokens between the last two separators. Works with either padding side.
     """
-    sep = input_ids == sep_token_id
+    sep = (input_ids == sep_token_id).long()  # cumsum over int64: ONNX has no bool CumSum
     attended = attention_mask.bool()
     if question_first:
         question = sep.cumsum(dim=1) == 0
     else:
-        question = (sep.flip(1).cumsum(dim=1).flip(1) == 1) & ~sep
+        question = (sep.flip(1).cumsum(dim=1).flip(1) == 1) & (sep == 0)
     first = (attended.long().cumsum(dim=1) == 1) & attended
     return ((question | first) & attended).long()
