@@ -97,7 +97,9 @@ def main() -> None:
         }
         for family in args.families.split(","):
             log(f"{family}: training")
-            row = train_family(family, args.models_dir.resolve(), data, root / family, args.full_size)
+            row = train_family(
+                family, args.models_dir.resolve(), data, root / family, args.full_size
+            )
             if row["rc"] == 0:
                 log(f"{family}: transformers 4.x")
                 row["transformers4"] = tf4_parity(root / family / "hf_model", args.venv)
