@@ -258,7 +258,7 @@ def test_demo_composes_to_its_pinned_values():
         "gradient_checkpointing": False,
         "compile": False,
         "trust_remote_code": False,
-        "max_length": 384,  # the window, recorded in hf_model/ (model_window)
+        "max_length": 384,  # the data's window, recorded in hf_model/
         "doc_stride": 128,
         "optimizer": {
             "_target_": "torch.optim.AdamW",
