@@ -5,6 +5,9 @@ ONNX. The default lane runs one thin layer of each real config; the real sizes a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,29 @@ def test_thin_real_config_end_to_end(family, shared_models, squad_files, tmp_pat
 def test_real_size_end_to_end(family, shared_models, squad_files, tmp_path):
     out = run_family(family, shared_models, squad_files, tmp_path / "run", thin=False)
     check_family_run(family, out, tmp_path)
+
+
+@pytest.mark.slow
+def test_multirun_over_the_four_backbones(shared_models, squad_files, tmp_path):
+    """``--multirun model=bert,roberta,deberta,longformer`` with the local models folder and
+    random init (one thin layer each): one run directory per backbone and a sweep summary."""
+    sweep = tmp_path / "sweep"
+    thin = dict_override({"num_hidden_layers": 1, "intermediate_size": 256})
+    cmd = [
+        sys.executable, "-m", "qa_lightning", "--multirun",
+        "model=bert,roberta,deberta,longformer",
+        "model.random_init=true", f"model.config_overrides={thin}",
+        "data=files", f"data.train_file={squad_files['train']}",
+        f"data.validation_file={squad_files['val']}", "data.batch_size=2",
+        f"paths.cache_dir={tmp_path / 'cache'}", "trainer=cpu", "+trainer.max_steps=2",
+        "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    env = {**os.environ, "QA_LIGHTNING_MODELS_DIR": str(shared_models)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [job["status"] for job in summary] == ["ok"] * 4, summary
+    for job, family in zip(summary, ("bert", "roberta", "deberta", "longformer"), strict=True):
+        assert f"model={family}" in job["overrides"]
+        assert job["metrics"] and "f1" in job["metrics"]
+        assert (sweep / job["job"] / "hf_model" / "qa_window.json").is_file()
