@@ -28,30 +28,14 @@ from pathlib import Path
 from _common import REPO, log, squad_file
 
 from helpers.app import slice_squad
-from helpers.real_backbones import FAMILIES, small_config_overrides
+from helpers.real_backbones import FAMILIES, run_overrides
 
 RESULTS = REPO / "bench" / "results" / "real_backbones.json"
 
 
 def train_family(family: str, models_dir: Path, data: dict, out: Path, full: bool) -> dict:
-    overrides = [
-        f"model={family}",
-        f"paths.models_dir={models_dir}",
-        "model.random_init=true",
-        "data=files",
-        f"data.train_file={data['train']}",
-        f"data.validation_file={data['val']}",
-        "data.batch_size=2",
-        f"paths.cache_dir={out.parent / 'cache'}",
-        "trainer=cpu",
-        "+trainer.max_steps=2",
-        "trainer.max_epochs=1",
-        "trainer.num_sanity_val_steps=0",
-        f"hydra.run.dir={out}",
-    ]
-    if not full:
-        values = ",".join(f"{k}:{json.dumps(v)}" for k, v in small_config_overrides(family).items())
-        overrides.append(f"model.config_overrides={{{values}}}")
+    cache = out.parent / "cache"
+    overrides = [*run_overrides(family, models_dir, data, cache, not full), f"hydra.run.dir={out}"]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "qa_lightning", *overrides], capture_output=True, text=True

@@ -7,6 +7,7 @@ config (vocabulary, positions, attention window) with fewer layers, for the fast
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,3 +56,29 @@ def reference_train_features(
     }
     exec(compile(module, str(run_qa), "exec"), namespace)
     return namespace["prepare_train_features"]
+
+
+def run_overrides(
+    family: str, models_dir: Path, files: dict[str, Path], cache: Path, thin: bool = True
+) -> list[str]:
+    """Hydra overrides of a 2-step training run of ``family`` with random weights from the local
+    models folder, on ``files["train"]`` / ``files["val"]`` (thin: one layer of the real config)."""
+    overrides = [
+        f"model={family}",
+        f"paths.models_dir={models_dir}",
+        "model.random_init=true",
+        "data=files",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['val']}",
+        "data.batch_size=2",
+        "data.eval_batch_size=4",
+        f"paths.cache_dir={cache}",
+        "trainer=cpu",
+        "+trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+    ]
+    if thin:
+        values = ",".join(f"{k}:{json.dumps(v)}" for k, v in small_config_overrides(family).items())
+        overrides.append(f"model.config_overrides={{{values}}}")
+    return overrides

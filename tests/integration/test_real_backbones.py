@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from helpers.app import compose_run_cfg, slice_squad
-from helpers.real_backbones import FAMILIES, small_config_overrides
+from helpers.real_backbones import FAMILIES, run_overrides
 from qa_lightning.cli import train
 from qa_lightning.errors import QALightningError
 from qa_lightning.hub import set_models_dir
@@ -46,30 +46,12 @@ def _forget_models_dir():
     set_models_dir(None)
 
 
-def dict_override(values: dict) -> str:
-    return "{" + ",".join(f"{k}:{json.dumps(v)}" for k, v in values.items()) + "}"
-
-
 def run_family(family: str, shared_models: Path, files: dict, out: Path, thin: bool) -> Path:
     overrides = [
-        f"model={family}",
-        f"paths.models_dir={shared_models}",
-        "model.random_init=true",
-        "data=files",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['val']}",
-        "data.batch_size=2",
-        "data.eval_batch_size=4",
-        f"paths.cache_dir={out.parent / 'cache'}",
-        "trainer=cpu",
-        "+trainer.max_steps=2",
-        "trainer.max_epochs=1",
-        "trainer.num_sanity_val_steps=0",
+        *run_overrides(family, shared_models, files, out.parent / "cache", thin),
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
     ]
-    if thin:
-        overrides.append(f"model.config_overrides={dict_override(small_config_overrides(family))}")
     torch.manual_seed(0)
     train.run(compose_run_cfg(overrides, out))
     return out
@@ -126,15 +108,13 @@ def test_multirun_over_the_four_backbones(shared_models, squad_files, tmp_path):
     """``--multirun model=bert,roberta,deberta,longformer`` with the local models folder and
     random init (one thin layer each): one run directory per backbone and a sweep summary."""
     sweep = tmp_path / "sweep"
-    thin = dict_override({"num_hidden_layers": 1, "intermediate_size": 256})
+    # the same thin config for the four (all name their layers num_hidden_layers); the models
+    # folder comes from the environment
+    shared = run_overrides("bert", shared_models, squad_files, tmp_path / "cache")
+    shared = [o for o in shared if not o.startswith(("model=", "paths.models_dir="))]
     cmd = [
         sys.executable, "-m", "qa_lightning", "--multirun",
-        "model=bert,roberta,deberta,longformer",
-        "model.random_init=true", f"model.config_overrides={thin}",
-        "data=files", f"data.train_file={squad_files['train']}",
-        f"data.validation_file={squad_files['val']}", "data.batch_size=2",
-        f"paths.cache_dir={tmp_path / 'cache'}", "trainer=cpu", "+trainer.max_steps=2",
-        "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", f"hydra.sweep.dir={sweep}",
+        "model=bert,roberta,deberta,longformer", *shared, f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     env = {**os.environ, "QA_LIGHTNING_MODELS_DIR": str(shared_models)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
