@@ -52,7 +52,7 @@ def train_family(family: str, models_dir: Path, data: dict, out: Path, full: boo
 def tf4_parity(hf_model: Path, venv: Path) -> dict:
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "pipeline_parity.py"), "--model", str(hf_model),
-         "--venv", str(venv), "--n", "20", "--long", "5"],
+         "--venv", str(venv), "--n", "5", "--long", "1"],
         capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode:
@@ -88,6 +88,7 @@ def main() -> None:
                 log(f"{family}: transformers 4.x")
                 row["transformers4"] = tf4_parity(root / family / "hf_model", args.venv)
             results["families"][family] = row
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # kept if cut off later
     results["load_after"] = os.getloadavg()
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results), flush=True)

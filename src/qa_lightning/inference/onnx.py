@@ -126,7 +126,7 @@ def export_onnx(
             do_constant_folding=True,
         )
     tokenizer.save_pretrained(output)
-    make_tokenizer_portable(output, module.model)
+    make_tokenizer_portable(output, module.model, tokenizer)
     if module.window is not None:
         write_window(output, module.window)
     info = {

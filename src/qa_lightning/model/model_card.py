@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qa_lightning.errors import QALightningError
 from qa_lightning.utils.io import atomic_write_text
@@ -63,14 +63,15 @@ def forward_inputs(model: PreTrainedModel, names: list[str]) -> list[str]:
     return [name for name in names if name in params]
 
 
-def make_tokenizer_portable(directory: str | Path, model: PreTrainedModel) -> None:
+def make_tokenizer_portable(
+    directory: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
     """Rewrite ``directory/tokenizer_config.json`` so that transformers 4.x loads it too."""
     path = Path(directory) / TOKENIZER_CONFIG
     if not path.is_file():
         return
     config: dict[str, Any] = json.loads(path.read_text())
-    names = config.get("model_input_names") or ["input_ids", "token_type_ids", "attention_mask"]
-    config["model_input_names"] = forward_inputs(model, list(names))
+    config["model_input_names"] = forward_inputs(model, list(tokenizer.model_input_names))
     tf4_class = TF4_TOKENIZER_CLASS.get(model.config.model_type)
     if tf4_class:
         config["tokenizer_class"] = tf4_class

@@ -367,7 +367,7 @@ class QALightningModule(LightningModule):
         self.model.save_pretrained(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
-            make_tokenizer_portable(directory, self.model)
+            make_tokenizer_portable(directory, self.model, tokenizer)
         window = self.window
         if window is not None:
             write_window(directory, window)
