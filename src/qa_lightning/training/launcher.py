@@ -88,6 +88,11 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     from hydra.utils import get_original_cwd, to_absolute_path
 
     hydra_cfg = HydraConfig.get()
+    if __main__.__spec__ is not None and __main__.__spec__.name.startswith("submitit"):
+        raise QALightningError(
+            "a submitit job cannot start its own DDP ranks: set hydra.launcher.tasks_per_node "
+            "to trainer.devices so that SLURM starts one task per rank (hydra/launcher=slurm)"
+        )
     if __main__.__spec__ is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:
@@ -130,7 +135,7 @@ class JobScriptLauncher(_SubprocessScriptLauncher):
             proc = subprocess.Popen(command, env=child_env, cwd=cwd)
             log.info("Started rank %d of this job (pid %d)", local_rank, proc.pid)
             self.procs.append(proc)
-            _children.append(proc)
+            track_child(proc)
         _watch(list(self.procs))
 
 
@@ -144,6 +149,11 @@ class SweepDDPStrategy(DDPStrategy):
             self._launcher = JobScriptLauncher(
                 self.cluster_environment, self.num_processes, self.num_nodes
             )
+
+
+def track_child(proc: subprocess.Popen) -> None:
+    """Count ``proc`` as a child rank of the current job (ended by :func:`ddp_job`)."""
+    _children.append(proc)
 
 
 def _watch(procs: list[subprocess.Popen]) -> None:
@@ -181,6 +191,14 @@ def rank_record(cfg: DictConfig, rank: int) -> dict[str, Any]:
         "argv": sys.argv,
         "wandb_run": wandb.get("name") if wandb else None,
     }
+
+
+def recorded_wandb_run(job_dir: Path) -> str | None:
+    """The W&B run name rank 0 of a sweep job recorded (``ranks/rank0.json``), if any."""
+    record = job_dir / "ranks" / "rank0.json"
+    if not record.is_file():
+        return None
+    return OmegaConf.load(record).get("wandb_run")
 
 
 def _finish_children(failed: bool) -> list[int]:

@@ -87,3 +87,17 @@ def sweep_run(name: str) -> str:
 
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("sweep_run", sweep_run, replace=True)
+
+
+def launcher_value(key: str, default: object = None) -> object:
+    """``${launcher:nodes,1}``: a value of the Hydra launcher's config (``hydra/launcher=slurm``),
+    or ``default`` when the launcher has none (the basic launcher, a single run, no Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    value = HydraConfig.get().launcher.get(key)
+    return default if value is None else value
+
+
+OmegaConf.register_new_resolver("launcher", launcher_value, replace=True)
