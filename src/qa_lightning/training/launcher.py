@@ -35,6 +35,7 @@ from typing import Any
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
@@ -83,9 +84,7 @@ def config_flags(argv: list[str]) -> list[str]:
 
 def job_command(local_rank: int) -> tuple[list[str], str]:
     """The command and working directory of child ``local_rank`` for the current sweep job."""
-    import __main__
-
-    from hydra.utils import get_original_cwd, to_absolute_path
+    import __main__  # as Lightning does (lightning#15218): not at import time
 
     hydra_cfg = HydraConfig.get()
     if __main__.__spec__ is not None and __main__.__spec__.name.startswith("submitit"):
