@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from qa_lightning.errors import QALightningError
-from qa_lightning.training.launcher import ddp_job
+from qa_lightning.training.launcher import sweep_job
 from qa_lightning.training.sweep import guard_multirun_job
 from qa_lightning.utils.io import ensure_writable
 from qa_lightning.utils.malloc import keep_freed_memory
@@ -47,7 +47,7 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
                 keep_freed_memory()
             if rank_zero_only.rank == 0:
                 ensure_writable(cfg.paths.output_dir)
-            with ddp_job(cfg):  # a sweep job's ranks: one config, one outcome, clean ends
+            with sweep_job(cfg):  # a sweep job's ranks: one config, one outcome, clean ends
                 outcome.value = task(cfg)
         return outcome.value
 

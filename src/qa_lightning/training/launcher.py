@@ -9,12 +9,12 @@ every rank. This module is the one place that changes it:
   ``JobScriptLauncher``, which in a multirun starts each child with the current job's overrides,
   its directory, its sweep directory and ``hydra.mode=RUN`` (outside a multirun: Lightning's
   command). A failing child does not kill the sweep process (Lightning's observer would).
-- ``ddp_job`` (the task wrapper, around every job) writes ``ranks/rank<r>.json`` (rank, pid, Hydra
-  mode, hash of the resolved config); in a child it records the rank's error in
+- ``sweep_job`` (the task wrapper, around every sweep job) writes ``ranks/rank<r>.json`` (rank,
+  pid, Hydra mode, hash of the resolved config); in a child it records the rank's error in
   ``ranks/failure_rank<r>.json``; in the sweep process it ends the job's process group, waits for
-  (then kills) its children, restores the DDP environment variables and raises
-  :class:`RankFailed` naming the first failing rank, so that a job that fails on one rank fails on
-  all and the next job starts cleanly.
+  (then kills) its children, restores the DDP environment variables, finishes the job's W&B run
+  and raises :class:`RankFailed` naming the first failing rank, so that a job that fails on one
+  rank fails on all and the next job starts cleanly.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class SweepDDPStrategy(DDPStrategy):
 
 
 def track_child(proc: subprocess.Popen) -> None:
-    """Count ``proc`` as a child rank of the current job (ended by :func:`ddp_job`)."""
+    """Count ``proc`` as a child rank of the current job (ended by :func:`sweep_job`)."""
     _children.append(proc)
 
 
@@ -219,6 +219,13 @@ def _finish_children(failed: bool) -> list[int]:
     return codes
 
 
+def _finish_wandb_run(failed: bool) -> None:
+    """Close the job's W&B run: else the next job's ``WandbLogger`` logs into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
 def first_failure(ranks_dir: Path, rank0: dict[str, Any] | None) -> dict[str, Any] | None:
     """The earliest recorded rank failure of a job (rank 0's included)."""
     failures = [rank0] if rank0 else []
@@ -237,7 +244,7 @@ def _failure(rank: int, err: BaseException) -> dict[str, Any]:
 
 
 @contextmanager
-def ddp_job(cfg: DictConfig) -> Iterator[None]:
+def sweep_job(cfg: DictConfig) -> Iterator[None]:
     """Around one job on every rank: the rank record, failure reporting, clean job ends."""
     child = is_sweep_child()
     if not (child or in_multirun()):
@@ -261,6 +268,7 @@ def ddp_job(cfg: DictConfig) -> Iterator[None]:
         rank0_failure, error = _failure(rank, err), err
     finally:
         codes = _finish_children(failed=error is not None)
+        _finish_wandb_run(failed=error is not None)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

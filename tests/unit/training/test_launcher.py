@@ -25,7 +25,7 @@ from qa_lightning.training.launcher import (
     SweepDDPStrategy,
     config_flags,
     config_hash,
-    ddp_job,
+    sweep_job,
     job_command,
     track_child,
 )
@@ -116,7 +116,7 @@ def test_a_job_failing_on_rank_1_fails_on_rank_0_naming_rank_1(tmp_path, monkeyp
     ranks = Path(cfg.paths.output_dir) / "ranks"
     monkeypatch.delenv("MASTER_PORT", raising=False)
     failure = {"rank": 1, "time": 0.0, "error": "ValueError: boom", "traceback": ""}
-    with pytest.raises(RankFailed, match="rank 1 failed: ValueError: boom"), ddp_job(cfg):
+    with pytest.raises(RankFailed, match="rank 1 failed: ValueError: boom"), sweep_job(cfg):
         os.environ["MASTER_PORT"] = "29999"  # as the launcher sets it
         ranks.mkdir(parents=True, exist_ok=True)
         (ranks / "failure_rank1.json").write_text(json.dumps(failure))
@@ -131,7 +131,7 @@ def test_rank_0_failing_first_is_the_reported_error(tmp_path):
     cfg = hydra_job(tmp_path, ["trainer=ddp_sim"], RunMode.MULTIRUN)
     ranks = Path(cfg.paths.output_dir) / "ranks"
     later = {"rank": 1, "time": 4e9, "error": "RuntimeError: Connection closed by peer"}
-    with pytest.raises(RankFailed, match="rank 0 failed: KeyError"), ddp_job(cfg):
+    with pytest.raises(RankFailed, match="rank 0 failed: KeyError"), sweep_job(cfg):
         ranks.mkdir(parents=True, exist_ok=True)
         (ranks / "failure_rank1.json").write_text(json.dumps(later))
         track_child(child("raise SystemExit(1)"))
@@ -140,16 +140,16 @@ def test_rank_0_failing_first_is_the_reported_error(tmp_path):
 
 def test_a_child_that_dies_silently_fails_the_job(tmp_path):
     cfg = hydra_job(tmp_path, ["trainer=ddp_sim"], RunMode.MULTIRUN)
-    with pytest.raises(RankFailed, match=r"exited with codes \[9\]"), ddp_job(cfg):
+    with pytest.raises(RankFailed, match=r"exited with codes \[9\]"), sweep_job(cfg):
         track_child(child("raise SystemExit(9)"))
-    with ddp_job(cfg):  # the next job starts clean: no child of the last one is counted
+    with sweep_job(cfg):  # the next job starts clean: no child of the last one is counted
         pass
 
 
 def test_a_child_rank_records_its_error_and_fails(tmp_path, monkeypatch):
     monkeypatch.setenv(SWEEP_CHILD_ENV, "1")
     cfg = hydra_job(tmp_path, ["trainer=ddp_sim"], RunMode.RUN)
-    with pytest.raises(ValueError, match="boom"), ddp_job(cfg):
+    with pytest.raises(ValueError, match="boom"), sweep_job(cfg):
         raise ValueError("boom")
     ranks = Path(cfg.paths.output_dir) / "ranks"
     rank = json.loads((ranks / "rank0.json").read_text())  # LOCAL_RANK unset here: rank 0
