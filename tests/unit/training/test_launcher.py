@@ -25,8 +25,8 @@ from qa_lightning.training.launcher import (
     SweepDDPStrategy,
     config_flags,
     config_hash,
-    sweep_job,
     job_command,
+    sweep_job,
     track_child,
 )
 from qa_lightning.training.sweep import SweepSummary
