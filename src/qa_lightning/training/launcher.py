@@ -36,6 +36,7 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd, to_absolute_path
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
@@ -118,6 +119,7 @@ class JobScriptLauncher(_SubprocessScriptLauncher):
             num_devices=self.num_processes, num_nodes=self.num_nodes
         )
         self._start_job_children()
+        _set_num_threads_if_needed(num_processes=self.num_processes)  # as Lightning does
         return function(*args, **kwargs)
 
     def _start_job_children(self) -> None:
