@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TESTS_DIR
-from helpers.app import slice_squad
+from helpers.app import v1_train_val
 from helpers.sweeps import job_dirs, rank_records
 
 SWEEP_NAME = "sweep-7f3a"  # the W&B group of the basic sweep
@@ -25,12 +25,7 @@ OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, shared_data) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("squad")
-    v1 = shared_data / "squad" / "dev-v1.1.json.gz"
-    return {
-        "train": slice_squad(v1, root / "train.json", 0, 32),
-        "val": slice_squad(v1, root / "val.json", 2000, 16),
-    }
+    return v1_train_val(shared_data, tmp_path_factory.mktemp("squad"), 32, 16)
 
 
 def common(model: Path, files: dict[str, Path], cache: Path) -> list[str]:
