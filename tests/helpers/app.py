@@ -60,6 +60,20 @@ def v1_train_val(shared_data: Path, root: Path, train: int, val: int) -> dict[st
     }
 
 
+def file_run_overrides(model: Path, files: dict[str, Path], cache: Path, batch: int) -> list[str]:
+    """Overrides for a short run of ``model`` on ``v1_train_val`` files (128 tokens, stride 48)."""
+    return [
+        f"model.pretrained={model}",
+        "data=files",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['val']}",
+        "data.max_length=128",
+        "data.doc_stride=48",
+        f"data.batch_size={batch}",
+        f"paths.cache_dir={cache}",
+    ]
+
+
 def texts_of(path: Path, limit: int = 400) -> list[str]:
     """Contexts and questions of an official-layout file, to train tiny tokenizers on."""
     data = read_json_file(path)

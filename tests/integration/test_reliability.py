@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import REPO, TESTS_DIR
-from helpers.app import compose_run_cfg, slice_squad, v1_train_val
+from helpers.app import compose_run_cfg, file_run_overrides, slice_squad, v1_train_val
 from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.cli import train
 from qa_lightning.data.loader import ResumableDataLoader
@@ -49,14 +49,7 @@ def overrides(
     model: Path, files: dict[str, Path], cache: Path, out: Path, *extra: str
 ) -> list[str]:
     return [
-        f"model.pretrained={model}",
-        "data=files",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['val']}",
-        "data.max_length=128",
-        "data.doc_stride=48",
-        "data.batch_size=8",
-        f"paths.cache_dir={cache}",
+        *file_run_overrides(model, files, cache, batch=8),
         "trainer=cpu",
         "trainer.max_epochs=2",
         "trainer.num_sanity_val_steps=0",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TESTS_DIR
-from helpers.app import v1_train_val
+from helpers.app import file_run_overrides, v1_train_val
 from helpers.sweeps import job_dirs, rank_records
 
 SWEEP_NAME = "sweep-7f3a"  # the W&B group of the basic sweep
@@ -30,14 +30,7 @@ def files(tmp_path_factory, shared_data) -> dict[str, Path]:
 
 def common(model: Path, files: dict[str, Path], cache: Path) -> list[str]:
     return [
-        f"model.pretrained={model}",
-        "data=files",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['val']}",
-        "data.max_length=128",
-        "data.doc_stride=48",
-        "data.batch_size=4",
-        f"paths.cache_dir={cache}",
+        *file_run_overrides(model, files, cache, batch=4),
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
         "trainer.max_epochs=1",
