@@ -164,12 +164,15 @@ def _watch(procs: list[subprocess.Popen]) -> None:
     """
 
     def watch() -> None:
-        while any(p.poll() is None for p in procs):
-            failed = [p for p in procs if p.returncode not in (None, 0)]
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [code for code in codes if code not in (None, 0)]
             if failed:
-                log.error("A rank of this job exited with code %d", failed[0].returncode)
+                log.error("A rank of this job exited with code %d", failed[0])
                 if dist.is_initialized() and dist.get_backend() == "nccl":
                     dist.distributed_c10d._abort_process_group()
+                return
+            if None not in codes:
                 return
             time.sleep(0.5)
 
