@@ -50,6 +50,30 @@ def slice_squad(source: Path, target: Path, start: int, count: int) -> Path:
     return target
 
 
+def v1_train_val(shared_data: Path, root: Path, train: int, val: int) -> dict[str, Path]:
+    """``{"train": ..., "val": ...}``: the first ``train`` dev-v1.1 questions and ``val`` from
+    question 2000 on, as official-layout files under ``root``."""
+    v1 = shared_data / "squad" / "dev-v1.1.json.gz"
+    return {
+        "train": slice_squad(v1, root / "train.json", 0, train),
+        "val": slice_squad(v1, root / "val.json", 2000, val),
+    }
+
+
+def file_run_overrides(model: Path, files: dict[str, Path], cache: Path, batch: int) -> list[str]:
+    """Overrides for a short run of ``model`` on ``v1_train_val`` files (128 tokens, stride 48)."""
+    return [
+        f"model.pretrained={model}",
+        "data=files",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['val']}",
+        "data.max_length=128",
+        "data.doc_stride=48",
+        f"data.batch_size={batch}",
+        f"paths.cache_dir={cache}",
+    ]
+
+
 def texts_of(path: Path, limit: int = 400) -> list[str]:
     """Contexts and questions of an official-layout file, to train tiny tokenizers on."""
     data = read_json_file(path)

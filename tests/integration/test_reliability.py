@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import REPO, TESTS_DIR
-from helpers.app import compose_run_cfg, slice_squad
+from helpers.app import compose_run_cfg, file_run_overrides, slice_squad, v1_train_val
 from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.cli import train
 from qa_lightning.data.loader import ResumableDataLoader
@@ -37,12 +37,7 @@ EVERY = 4  # checkpoint_every_n_steps: an epoch has 13 steps, so these are mid-e
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, shared_data) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("squad")
-    v1 = shared_data / "squad" / "dev-v1.1.json.gz"
-    return {
-        "train": slice_squad(v1, root / "train.json", 0, 64),
-        "val": slice_squad(v1, root / "val.json", 2000, 32),
-    }
+    return v1_train_val(shared_data, tmp_path_factory.mktemp("squad"), 64, 32)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +49,7 @@ def overrides(
     model: Path, files: dict[str, Path], cache: Path, out: Path, *extra: str
 ) -> list[str]:
     return [
-        f"model.pretrained={model}",
-        "data=files",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['val']}",
-        "data.max_length=128",
-        "data.doc_stride=48",
-        "data.batch_size=8",
-        f"paths.cache_dir={cache}",
+        *file_run_overrides(model, files, cache, batch=8),
         "trainer=cpu",
         "trainer.max_epochs=2",
         "trainer.num_sanity_val_steps=0",

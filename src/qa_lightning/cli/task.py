@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qa_lightning.errors import QALightningError
 from qa_lightning.hub import set_models_dir
+from qa_lightning.training.launcher import sweep_job
 from qa_lightning.training.sweep import guard_multirun_job
 from qa_lightning.utils.io import ensure_writable
 from qa_lightning.utils.malloc import keep_freed_memory
@@ -49,7 +50,8 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
                 keep_freed_memory()
             if rank_zero_only.rank == 0:
                 ensure_writable(cfg.paths.output_dir)
-            outcome.value = task(cfg)
+            with sweep_job(cfg):  # a sweep job's ranks: one config, one outcome, clean ends
+                outcome.value = task(cfg)
         return outcome.value
 
     return wrapped

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from qa_lightning.training.launcher import recorded_wandb_run
 from qa_lightning.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class SweepSummary(HydraCallback):
                         "overrides": overrides,
                         "status": "failed",
                         "error": error,
+                        "wandb_run": recorded_wandb_run(job_dir),
                     }
                 )
             else:
@@ -92,6 +94,7 @@ class SweepSummary(HydraCallback):
                         "overrides": overrides,
                         "status": "ok",
                         "metrics": figures,
+                        "wandb_run": recorded_wandb_run(job_dir),
                     }
                 )
         atomic_write_json(sweep_dir / "sweep_summary.json", jobs)
