@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qa-lightning-serve",
+        allow_abbrev=False,  # "--api-key SECRET" must not pass as --api-key-file
         description="Serve a trained QA model over HTTP: POST /answer, GET /health, a web page at /.",
     )
     parser.add_argument("path", help="hf_model/ directory, Lightning .ckpt, or hub model name")
