@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_lightning.errors import QALightningError
-from qa_lightning.serving.auth import API_KEY_ENV, check_bind, load_api_keys
+from qa_lightning.serving.auth import API_KEY_ENV, check_bind, is_loopback, load_api_keys
 from qa_lightning.serving.requests import Limits
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except QALightningError as err:
         sys.exit(f"qa-lightning-serve: {err}")
     if not keys:
-        log.warning(
-            "no API key: /answer and /metrics are open to anyone who can reach %s", args.host
-        )
+        warn = log.info if is_loopback(args.host) else log.warning
+        warn("no API key: /answer and /metrics are open to anyone who can reach %s", args.host)
     else:
         log.info("%d API key(s) loaded; /answer and /metrics need one", len(keys))
     if args.threads is not None:
