@@ -40,6 +40,7 @@ class _Pending:
     item: Item
     future: asyncio.Future[Answers]
     deadline: float
+    queued: bool = True  # counted in ``DynamicBatcher.waiting``
 
 
 class DynamicBatcher:
@@ -125,13 +126,15 @@ class DynamicBatcher:
             for entry in pending:
                 if not entry.future.done():
                     entry.future.cancel()  # dropped from any batch not yet run
+                self._unqueue(entry)  # no longer holds a place in the queue
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(self._queue, loop)
-            self.waiting -= len(batch)
+            for entry in batch:
+                self._unqueue(entry)
             now = loop.time()
             # Past their deadline or their client went away: dropped, no model work.
             live = [e for e in batch if not e.future.done() and e.deadline > now]
@@ -153,6 +156,11 @@ class DynamicBatcher:
                     entry.future.set_exception(result)
                 else:
                     entry.future.set_result(result)
+
+    def _unqueue(self, entry: _Pending) -> None:
+        if entry.queued:
+            entry.queued = False
+            self.waiting -= 1
 
     async def _collect(
         self, queue: asyncio.Queue[_Pending], loop: asyncio.AbstractEventLoop
