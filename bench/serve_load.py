@@ -8,6 +8,13 @@ Questions are short SQuAD v1.1 dev paragraphs (the bundled sample when the share
 absent). Reports requests per second, p50/p99 latency and the mean batch size the server ran;
 ``speedup`` is batched / unbatched requests per second at 32 clients. Clients and servers share
 this machine's cores: compare the two modes, not absolute figures.
+
+``--overload`` runs the admission test instead, against one batched server with a bounded queue
+(``--max-queue``): it measures the capacity (closed loop, 32 clients), the latency at half of it
+(open loop: the unloaded p99), then offers 4x the capacity (open loop) and reports the admitted
+requests' p99 against 2x the unloaded one, the share refused with 503, and the accounting: every
+request sent got exactly one response, and every admitted item was run once or dropped once
+(the server's ``/health`` counters), none lost and none answered twice.
 """
 
 from __future__ import annotations
@@ -52,10 +59,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(port: int, batching: bool, threads: int) -> subprocess.Popen:
+def launch(port: int, batching: bool, threads: int, *extra: str) -> subprocess.Popen:
     """The server in a subprocess (``wait_ready`` waits for it)."""
     cmd = [sys.executable, "-m", "qa_lightning.cli.serve", str(minilm_dir()), "--port", str(port)]
-    cmd += ["--threads", str(threads)]
+    cmd += ["--threads", str(threads), *extra]
     cmd += ["--log-level", "warning"] + ([] if batching else ["--no-batching"])
     return subprocess.Popen(cmd)
 
@@ -167,13 +174,123 @@ def run(pairs: list[dict[str, str]], args: argparse.Namespace) -> dict[str, dict
                 proc.kill()
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+async def open_loop(
+    url: str, pairs: list[dict[str, str]], rate: float, seconds: float, max_requests: int
+) -> dict[str, Any]:
+    """Requests sent at ``rate`` per second whatever the answers (open loop), each one counted.
+
+    Every request ends in exactly one recorded outcome: a status code, or "transport" (no
+    answer: lost). ``responses`` counts the outcomes per request, so none is counted twice.
+    """
+    outcomes: dict[int, list[Any]] = {}
+    latencies: dict[int, list[float]] = {}
+    total = min(max_requests, int(rate * seconds))
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=DRAIN_S + 40) as client:
+
+        async def one(i: int) -> None:
+            began = time.perf_counter()
+            try:
+                status: Any = (await client.post("/answer", json=pairs[i % len(pairs)])).status_code
+            except httpx.HTTPError as err:
+                status = f"transport:{type(err).__name__}"
+            outcomes.setdefault(i, []).append(status)
+            latencies.setdefault(status, []).append(time.perf_counter() - began)
+
+        start = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        offered_s = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+    statuses: dict[str, int] = {}
+    for results in outcomes.values():
+        for status in results:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+    ok = latencies.get(200, [])
+    return {
+        "sent": total,
+        "offered_rps": total / offered_s,
+        "statuses": statuses,
+        "answered_once": sum(len(r) == 1 for r in outcomes.values()),
+        "lost": total - len(outcomes) + sum(str(s).startswith("transport") for s in statuses),
+        "p50_ms": percentile(ok, 0.50),
+        "p99_ms": percentile(ok, 0.99),
+        "refused_p99_ms": percentile(latencies.get(503, []), 0.99),
+    }
+
+
+def overload(pairs: list[dict[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    """Capacity, the p99 at half of it, then 4x the capacity against the bounded queue."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    extra = ["--max-queue", str(args.max_queue), "--timeout-s", str(args.timeout_s)]
+    proc = launch(port, True, args.threads, *extra)
+    try:
+        wait_ready(proc, url)
+        asyncio.run(load(url, pairs, 4, 2.0, 40))  # warm-up
+        capacity = asyncio.run(load(url, pairs, 32, args.seconds, args.max_requests))
+        log(f"capacity (closed loop, 32 clients): {rounded(capacity, 1)}")
+        rps = capacity["rps"]
+        unloaded = asyncio.run(open_loop(url, pairs, rps / 2, args.seconds, args.max_requests))
+        log(f"unloaded (0.5x capacity): {rounded(unloaded, 1)}")
+        before = httpx.get(f"{url}/health", timeout=10).json()
+        loaded = asyncio.run(open_loop(url, pairs, 4 * rps, args.seconds, 4 * args.max_requests))
+        time.sleep(1.0)  # late items settle (run or dropped) before the counters are read
+        after = httpx.get(f"{url}/health", timeout=10).json()
+        log(f"overload (4x capacity): {rounded(loaded, 1)}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    statuses = loaded["statuses"]
+    admitted = statuses.get("200", 0) + statuses.get("504", 0)
+    ran = after["items"] - before["items"]
+    dropped = after["dropped"] - before["dropped"]
+    p99_limit = 2 * (unloaded["p99_ms"] or float("nan"))
+    return {
+        "capacity_rps": rps,
+        "max_queue": args.max_queue,
+        "timeout_s": args.timeout_s,
+        "unloaded": unloaded,
+        "overload": loaded,
+        "admitted": admitted,
+        "server_items_run": ran,
+        "server_items_dropped": dropped,
+        "checks": {
+            "p99_within_2x_unloaded": (loaded["p99_ms"] or float("inf")) <= p99_limit,
+            "rest_got_503": statuses.get("503", 0) + admitted == loaded["sent"],
+            "none_lost": loaded["lost"] == 0 and loaded["answered_once"] == loaded["sent"],
+            "each_admitted_run_or_dropped_once": ran + dropped == admitted,
+        },
+        "server_exit_code": proc.returncode,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per level and mode")
     parser.add_argument("--max-requests", type=int, default=3000, help="per concurrency level")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each server")
+    parser.add_argument("--overload", action="store_true", help="the admission test instead")
+    parser.add_argument("--max-queue", type=int, default=32, help="server queue, --overload")
+    parser.add_argument("--timeout-s", type=float, default=10.0, help="server deadline, --overload")
     args = parser.parse_args()
     pairs = questions()
+    if args.overload:
+        result = overload(pairs, args)
+        emit({"bench": "serve_overload", "model": "all-MiniLM-L6-v2 (fresh QA head)", **result})
+        return
     log(f"{len(pairs)} question/context pairs; levels {CLIENTS} x {args.seconds} s")
     results = run(pairs, args)
     batched, unbatched = results["batched"], results["unbatched"]

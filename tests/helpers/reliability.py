@@ -155,3 +155,16 @@ class SlowSteps(Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class SigkillGroupAfterStep(Callback):
+    """Rank 0 SIGKILLs its whole process group (every DDP rank) when the batch after optimizer
+    step ``step`` starts: the checkpoints of step ``step`` are complete on disk by then."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            sys.stdout.flush()
+            os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -7,8 +7,11 @@ directory writable (rank 0), and in a multirun records a failing job and lets th
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -43,7 +46,7 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T | None:
-        with guard_multirun_job(cfg) as outcome:
+        with exit_on_project_error(), guard_multirun_job(cfg) as outcome:
             check_required(cfg)
             set_models_dir(cfg.paths.get("models_dir"))
             if cfg.get("keep_freed_memory", True):
@@ -55,3 +58,16 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
         return outcome.value
 
     return wrapped
+
+
+@contextlib.contextmanager
+def exit_on_project_error() -> Iterator[None]:
+    """A project error (``QALightningError``: it names the file, field and question id) prints
+    its message alone and exits 1; ``HYDRA_FULL_ERROR=1`` lets it raise, with the traceback."""
+    try:
+        yield
+    except QALightningError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -60,9 +60,22 @@ def load_examples(
 
 
 def load_file(path: str | os.PathLike[str]) -> datasets.Dataset:
-    """Read, validate and align a local SQuAD JSON / JSON-lines file (plain or ``.gz``)."""
+    """Read, validate and align a local SQuAD JSON / JSON-lines file (plain or ``.gz``).
+
+    A file left with no question (none in it, or every one dropped by the alignment) is a
+    ``DataFormatError`` naming the file, the counts and why they were dropped.
+    """
     squad_file = read_squad_file(path)
-    records, _ = align_answers(squad_file.records, source=squad_file.path.name)
+    records, report = align_answers(squad_file.records, source=squad_file.path.name)
+    if not records:
+        if not squad_file.records:
+            reason = "it holds no question"
+        else:
+            reason = (
+                f"all {len(squad_file.records):,} questions were dropped: "
+                f"{report.summary().split(': ', 1)[-1]}"
+            )
+        raise DataFormatError(f"no usable question left: {reason}", path=str(squad_file.path))
     logger.info(
         "%s: SQuAD v%s, %s questions (%s unanswerable)",
         squad_file.path,

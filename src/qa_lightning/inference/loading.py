@@ -44,6 +44,8 @@ def load_module(path: str | Path, **overrides: object) -> QALightningModule:
         return QALightningModule.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, **overrides
         )
+    except QALightningError as err:  # format version, backbone: say which file
+        raise QALightningError(f"{path}: {err}") from err
     except pickle.UnpicklingError as err:
         lines = [line for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
         reason = (lines or str(err).strip().splitlines() or ["unsafe pickle"])[0].strip()

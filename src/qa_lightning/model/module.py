@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.features import InputLayout
 from qa_lightning.metrics.squad_metric import SquadMetric
+from qa_lightning.model import checkpoint_format
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
 from qa_lightning.model.loss import position_accuracy, span_loss
@@ -355,8 +356,22 @@ class QALightningModule(LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the backbone's config: ``load_from_checkpoint`` then needs no hub or model files."""
+        """Store the backbone's config (``load_from_checkpoint`` then needs no hub or model files)
+        and the checkpoint format version."""
         checkpoint.setdefault("hyper_parameters", {})["hf_config"] = self.model.config.to_dict()
+        checkpoint_format.stamp(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Migrate an older format and check that the weights fit this model, before they load."""
+        checkpoint_format.migrate(checkpoint)
+        for name in checkpoint_format.HPARAM_SPECS:  # this module's own copy, when read before
+            if name in self.hparams:
+                self.hparams[name] = checkpoint_format.retarget(
+                    self.hparams[name], checkpoint_format.MOVED_TARGETS[1]
+                )
+        checkpoint_format.check_backbone(
+            checkpoint, self.state_dict(), self.model.config.model_type
+        )
 
     def save_hf_model(
         self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None

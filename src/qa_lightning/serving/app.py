@@ -4,12 +4,18 @@
 ``{"answers": [{"answer", "score", "start", "end"}, ...]}`` (a list of those for a list). Items of
 concurrent requests are batched dynamically: the first waiting item opens a batch that collects
 more for up to ``max_wait_ms`` or ``max_batch_size`` items, then one ``QuestionAnswerer`` call
-runs them in a worker thread. ``GET /health`` reports status and counters; ``GET /`` is a small
-web page. Bound to loopback unless ``--host`` says otherwise. Needs the ``serve`` extra.
+runs them in a worker thread. ``GET /health`` reports status and counters (open to all, no
+filesystem path); ``GET /metrics`` is Prometheus text; ``GET /`` is a small web page.
+
+With API keys, ``/answer`` and ``/metrics`` need ``Authorization: Bearer KEY`` (401 otherwise).
+Admission is bounded (503 with ``Retry-After`` when the queue is full, 504 past the deadline,
+408 for a body not received within it); while draining (``begin_drain``), new requests get 503
+and ``/health`` says ``draining``. Needs the ``serve`` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -19,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
     from fastapi.responses import HTMLResponse, JSONResponse
 except ImportError as err:  # pragma: no cover - depends on the install
     raise ImportError(
         "qa-lightning-serve needs FastAPI and uvicorn: pip install 'qa_lightning[serve]'"
     ) from err
 
-from qa_lightning.serving.batcher import DynamicBatcher
+from qa_lightning.serving.auth import ApiKeys
+from qa_lightning.serving.batcher import DynamicBatcher, Overloaded
+from qa_lightning.serving.metrics import CONTENT_TYPE, ServerMetrics
 from qa_lightning.serving.requests import (
     AnswerFn,
     Limits,
@@ -36,6 +44,19 @@ from qa_lightning.serving.requests import (
 )
 
 WEB_PAGE = Path(__file__).resolve().parent / "web" / "index.html"
+PROTECTED = ("/answer", "/metrics")
+ROUTES = ("/", "/answer", "/health", "/metrics")
+
+
+class ServerState:
+    """What the app and the server share: whether it is draining and how many requests run."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
 
 async def _read_body(request: Request, limit: int) -> Any:
@@ -61,10 +82,27 @@ def create_app(
     limits: Limits | None = None,
     max_batch_size: int = 32,
     max_wait_ms: float = 5.0,
+    api_keys: ApiKeys | None = None,
+    max_queue: int = 256,
+    timeout_s: float = 30.0,
+    model_load_s: float | None = None,
 ) -> FastAPI:
-    """The FastAPI application around ``answer`` (a ``QuestionAnswerer`` or the same signature)."""
+    """The FastAPI application around ``answer`` (a ``QuestionAnswerer`` or the same signature).
+
+    ``model_name`` is shown to every client: a name, never a filesystem path.
+    """
     limits = limits or Limits()
-    batcher = DynamicBatcher(answer, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    keys = api_keys or ApiKeys()
+    batcher = DynamicBatcher(
+        answer,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+    )
+    metrics = ServerMetrics(lambda: batcher.waiting, model_load_s)
+    batcher.on_batch = metrics.batch_size.observe
+    state = ServerState()
     page = WEB_PAGE.read_text(encoding="utf-8")
     started = time.time()
 
@@ -79,14 +117,47 @@ def create_app(
     # No /docs or /redoc: they load their scripts from a CDN. /openapi.json stays.
     app = FastAPI(title="qa_lightning", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
+    app.state.server = state
+    app.state.metrics = metrics
 
     @app.exception_handler(RequestError)
     async def _rejected(_: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse(err.payload(), status_code=err.status)
+        headers = {}
+        if isinstance(err, Overloaded):
+            headers["Retry-After"] = str(err.retry_after_s)
+        if err.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(err.payload(), status_code=err.status, headers=headers)
+
+    @app.middleware("http")
+    async def _admit(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        began = time.perf_counter()
+        try:
+            if path in PROTECTED and keys and not keys.check(request.headers.get("authorization")):
+                raise RequestError(401, "authorization", "missing or wrong API key (Bearer)")
+            if path == "/answer" and state.draining:
+                raise Overloaded("server is shutting down; try another instance", 1)
+        except RequestError as err:
+            response = await _rejected(request, err)
+        else:
+            state.in_flight += path == "/answer"
+            try:
+                response = await call_next(request)
+            finally:
+                state.in_flight -= path == "/answer"
+        route = path if path in ROUTES else "other"
+        seconds = time.perf_counter() - began if path == "/answer" else None
+        metrics.observe(route, response.status_code, seconds)
+        return response
 
     @app.post("/answer")
     async def answer_route(request: Request) -> JSONResponse:
-        items, single = parse_items(await _read_body(request, limits.max_body_bytes), limits)
+        try:
+            body = await asyncio.wait_for(_read_body(request, limits.max_body_bytes), timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(408, "body", f"not received within {timeout_s:g} s") from None
+        items, single = parse_items(body, limits)
         results = await batcher.submit(items)
         for i, result in enumerate(results):
             if isinstance(result, Exception):
@@ -95,17 +166,28 @@ def create_app(
         return JSONResponse(answers[0] if single else answers)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
+    async def health() -> JSONResponse:
+        body = {
+            "status": "draining" if state.draining else "ok",
             "model": model_name,
+            "auth": bool(keys),
             "uptime_s": round(time.time() - started, 1),
             "max_batch_size": batcher.max_batch_size,
             "max_wait_ms": batcher.max_wait_s * 1000,
+            "max_queue": batcher.max_queue,
+            "timeout_s": batcher.timeout_s,
+            "queued": batcher.waiting,
+            "in_flight": state.in_flight,
             "batches": batcher.batches,
             "items": batcher.items,
+            "dropped": batcher.dropped,
             "limits": asdict(limits),
         }
+        return JSONResponse(body, status_code=503 if state.draining else 200)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

@@ -1,6 +1,9 @@
 """``DynamicBatcher``: items of concurrent requests batched into one model call at a time.
 
 No web framework here: the batcher takes ``Item``s and returns answers (or the item's error).
+Admission is bounded: a request whose items do not fit in the queue is refused at once
+(``Overloaded``), and every admitted request has a deadline (``DeadlineExceeded``) past which
+its items are dropped from the batches still to run.
 """
 
 from __future__ import annotations
@@ -8,19 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from qa_lightning.serving.requests import AnswerFn, Answers, Item
+from qa_lightning.serving.requests import AnswerFn, Answers, Item, RequestError
 
 log = logging.getLogger(__name__)
+
+
+class Overloaded(RequestError):
+    """The queue cannot take the request's items: 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(503, "queue", message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(RequestError):
+    """The request was not answered within its deadline: 504."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(504, "deadline", f"not answered within {timeout_s:g} s; try again later")
 
 
 @dataclass
 class _Pending:
     item: Item
     future: asyncio.Future[Answers]
+    deadline: float
+    queued: bool = True  # counted in ``DynamicBatcher.waiting``
 
 
 class DynamicBatcher:
@@ -31,14 +51,33 @@ class DynamicBatcher:
     while the model runs make up the next batch at once.
     """
 
-    def __init__(self, answer: AnswerFn, max_batch_size: int = 32, max_wait_ms: float = 5.0):
+    def __init__(
+        self,
+        answer: AnswerFn,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        timeout_s: float = 30.0,
+        retry_after_s: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.answer = answer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(max_wait_ms, 0.0) / 1000
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.on_batch = on_batch
         self.batches = 0
         self.items = 0
+        self.dropped = 0
+        self.waiting = 0  # admitted items not yet taken into a batch
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -61,30 +100,55 @@ class DynamicBatcher:
         """Answers to ``items`` in order, or the exception an item raised.
 
         Each item is batched with others independently.
+        Raises ``Overloaded`` at once when the queue cannot take all of them, and
+        ``DeadlineExceeded`` when they are not answered within ``timeout_s``; the unanswered
+        items are then dropped from the batches still to run.
         """
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() has not been awaited")
+        if self.waiting + len(items) > self.max_queue:
+            raise Overloaded(
+                f"server busy: {self.waiting} items queued, the limit is {self.max_queue}",
+                self.retry_after_s,
+            )
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future()) for item in items]
+        deadline = loop.time() + self.timeout_s
+        pending = [_Pending(item, loop.create_future(), deadline) for item in items]
         for entry in pending:
             self._queue.put_nowait(entry)
-        return list(
-            await asyncio.gather(*(entry.future for entry in pending), return_exceptions=True)
-        )
+        self.waiting += len(pending)
+        gathered = asyncio.gather(*(entry.future for entry in pending), return_exceptions=True)
+        try:
+            return list(await asyncio.wait_for(asyncio.shield(gathered), self.timeout_s))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(self.timeout_s) from None
+        finally:
+            for entry in pending:
+                if not entry.future.done():
+                    entry.future.cancel()  # dropped from any batch not yet run
+                self._unqueue(entry)  # no longer holds a place in the queue
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(self._queue, loop)
-            batch = [entry for entry in batch if not entry.future.done()]  # client went away
-            if not batch:
+            for entry in batch:
+                self._unqueue(entry)
+            now = loop.time()
+            # Past their deadline or their client went away: dropped, no model work.
+            live = [e for e in batch if not e.future.done() and e.deadline > now]
+            self.dropped += len(batch) - len(live)
+            if not live:
                 continue
+            batch = live
             results = await loop.run_in_executor(
                 self._executor, self._answer_batch, [entry.item for entry in batch]
             )
             self.batches += 1
             self.items += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             for entry, result in zip(batch, results, strict=True):
                 if entry.future.done():
                     continue
@@ -92,6 +156,11 @@ class DynamicBatcher:
                     entry.future.set_exception(result)
                 else:
                     entry.future.set_result(result)
+
+    def _unqueue(self, entry: _Pending) -> None:
+        if entry.queued:
+            entry.queued = False
+            self.waiting -= 1
 
     async def _collect(
         self, queue: asyncio.Queue[_Pending], loop: asyncio.AbstractEventLoop

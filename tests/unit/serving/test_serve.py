@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +14,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+from helpers.serving import live_server  # noqa: E402
 from qa_lightning.errors import DataFormatError  # noqa: E402
 from qa_lightning.inference import QuestionAnswerer  # noqa: E402
 from qa_lightning.serving.app import create_app  # noqa: E402
@@ -69,22 +68,8 @@ def spy(tiny_bert: Path) -> CountingAnswerer:
 def server(spy: CountingAnswerer) -> Iterator[str]:
     """A live server on a free loopback port, in a background thread; yields its base URL."""
     app = create_app(spy, model_name="tiny-bert", limits=LIMITS, max_wait_ms=30)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        if srv.started:
-            break
-        threading.Event().wait(0.05)
-    assert srv.started, "server did not start"
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with live_server(app) as (url, _):
+        yield url
 
 
 def post(url: str, body: Any) -> httpx.Response:
