@@ -48,6 +48,9 @@ class Evaluation:
             ``f1``; v2.0: ``exact``, ``f1``, ``HasAns_*``, ``NoAns_*``, ``best_*``), as floats.
         predictions: ``{question_id: answer}``, ``""`` for no answer.
         na_probs: ``{question_id: no-answer probability}`` (v2.0; empty for v1.1).
+        span_probs: ``{question_id: the best span's probability among the n-best}``, the raw
+            confidence answerability calibration fits on (``training/callbacks/answerability``).
+        span_answers: v2.0: ``{question_id: the best span}`` whatever the null rule decided.
         partial: Lightning ran only part of the loader (sanity check, ``fast_dev_run``, limited or
             overfit batches): the figures cover the questions predicted.
     """
@@ -57,6 +60,8 @@ class Evaluation:
     predictions: dict[str, str]
     na_probs: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    span_probs: dict[str, float] = field(default_factory=dict)
+    span_answers: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -282,6 +287,7 @@ class QALightningModule(LightningModule):
             n_best_size=self.hparams.n_best_size,
             max_answer_length=self.hparams.max_answer_length,
             null_score_diff_threshold=self.hparams.null_score_diff_threshold,
+            keep_nbest=True,
         )
         metric.set_examples(
             list(examples["id"]),
@@ -316,6 +322,8 @@ class QALightningModule(LightningModule):
             predictions=dict(metric.predictions),
             na_probs=dict(metric.na_probs or {}),
             partial=metric.partial,
+            span_probs=dict(metric.span_probs),
+            span_answers=dict(metric.span_answers),
         )
         self.evaluations[evaluation.split] = evaluation
         for key, value in evaluation.metrics.items():
