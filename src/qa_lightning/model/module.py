@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.features import InputLayout
+from qa_lightning.metrics.answerability import Answerability, write_answerability
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.backbone import load_qa_model
 from qa_lightning.model.inputs import global_attention_mask
@@ -33,6 +34,7 @@ EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
 # Official score names -> logged names (v2.0's "exact" is logged as exact_match like v1.1's).
 LOG_NAMES = {"exact": "exact_match"}
 PROG_BAR = ("exact_match", "f1")
+ANSWERABILITY_KEY = "answerability"
 STAGE_SPLITS = {"val": "validation", "test": "test"}
 STAGE_PREFIXES = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
 
@@ -172,6 +174,8 @@ class QALightningModule(LightningModule):
         self.version_2 = bool(version_2)
         self.metrics = nn.ModuleDict()
         self.evaluations: dict[str, Evaluation] = {}
+        self.answerability: Answerability | None = None
+        """Tuned threshold, calibrators and decoding settings (``metrics.answerability``)."""
         """The latest :class:`Evaluation` of each evaluated split ("validation", "test")."""
 
     # ------------------------------------------------------------------ model
@@ -360,13 +364,25 @@ class QALightningModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the backbone's config: ``load_from_checkpoint`` then needs no hub or model files."""
         checkpoint.setdefault("hyper_parameters", {})["hf_config"] = self.model.config.to_dict()
+        if self.answerability is not None:
+            checkpoint[ANSWERABILITY_KEY] = self.answerability.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The tuned answerability, when the checkpoint holds one."""
+        if checkpoint.get(ANSWERABILITY_KEY) is not None:
+            self.answerability = Answerability.from_dict(
+                checkpoint[ANSWERABILITY_KEY], source="checkpoint"
+            )
 
     def save_hf_model(
         self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> Path:
-        """Write the backbone (safetensors) and ``tokenizer`` loadable by ``from_pretrained``."""
+        """Write the backbone (safetensors) and ``tokenizer`` loadable by ``from_pretrained``,
+        and ``answerability.json`` when the module has tuned values."""
         directory = Path(directory)
         self.model.save_pretrained(directory)
+        if self.answerability is not None:
+            write_answerability(directory, self.answerability)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         return directory
