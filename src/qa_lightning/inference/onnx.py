@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.metrics.answerability import write_answerability
+
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
@@ -116,6 +118,11 @@ def export_onnx(
         "source": str(path),
         "model_type": module.model.config.model_type,
     }
+    if module.answerability is not None:
+        # The tuned threshold and calibrators travel with the export (QuestionAnswerer reads
+        # answerability.json; export.json repeats them for other runtimes).
+        info["answerability"] = module.answerability.to_dict()
+        write_answerability(output, module.answerability)
     (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     if verify:
         with torch.inference_mode():
