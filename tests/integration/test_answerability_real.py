@@ -32,7 +32,7 @@ from qa_lightning.paths import minilm_dir
 from qa_lightning.training.calibration_report import REPORT_FILE
 from qa_lightning.training.callbacks.answerability import TuneAnswerability
 
-SIZES = {"small": (240, 300, 300), "large": (1200, 1000, 1000)}
+SIZES = {"small": (60, 120, 120), "large": (400, 400, 400)}
 
 
 def split_by_article(source: Path, out: Path, sizes: tuple[int, int, int]) -> list[Path]:

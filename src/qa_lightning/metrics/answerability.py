@@ -150,6 +150,18 @@ def check_objective(objective: str) -> str:
 
 
 @dataclass(frozen=True)
+class DecodedSplit:
+    """What tuning and reporting read of one evaluated split: gold texts (empty lists for
+    unanswerable questions), each question's best span (whatever the null rule decided), its
+    n-best probability, and (v2.0) ``null_score - best_span_score``."""
+
+    gold: Mapping[str, Sequence[str]]
+    span_answers: Mapping[str, str]
+    span_probs: Mapping[str, float]
+    na_probs: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
 class Decisions:
     """Per question: whether the top answer is a span, whether it is exactly right, its raw and
     calibrated scores."""
@@ -166,14 +178,14 @@ def _raw_top_scores(span_probs: np.ndarray, diffs: np.ndarray, answered: np.ndar
     return np.where(answered, span_probs, np.minimum(null_probs, 1.0))
 
 
-def decisions(
-    answerability: Answerability,
-    gold: Mapping[str, Sequence[str]],
-    span_answers: Mapping[str, str],
-    span_probs: Mapping[str, float],
-    na_probs: Mapping[str, float] | None,
-) -> Decisions:
-    """What the model answers under ``answerability`` for each question of ``gold``."""
+def decisions(answerability: Answerability, split: DecodedSplit) -> Decisions:
+    """What the model answers under ``answerability`` for each question of the split."""
+    gold, span_answers, span_probs, na_probs = (
+        split.gold,
+        split.span_answers,
+        split.span_probs,
+        split.na_probs,
+    )
     ids = list(gold)
     probs = np.array([span_probs.get(q, 0.0) for q in ids])
     if answerability.version_2 and na_probs is not None:
@@ -199,10 +211,7 @@ def decisions(
 
 
 def tune_answerability(
-    gold: Mapping[str, Sequence[str]],
-    span_answers: Mapping[str, str],
-    span_probs: Mapping[str, float],
-    na_probs: Mapping[str, float] | None,
+    split: DecodedSplit,
     *,
     version_2: bool,
     decoding: Mapping[str, int],
@@ -210,6 +219,7 @@ def tune_answerability(
 ) -> Answerability:
     """Fit the threshold (v2.0) and the calibrators on the tuning data's decoded candidates."""
     check_objective(objective)
+    gold, span_probs, na_probs = split.gold, split.span_probs, split.na_probs
     ids = list(gold)
     missing = [q for q in ids if q not in span_probs]
     if missing:
@@ -221,12 +231,12 @@ def tune_answerability(
     if version_2:
         if na_probs is None:
             raise ValueError("a v2.0 model needs the no-answer score differences (na_probs)")
-        threshold = _threshold(gold, span_answers, span_probs, na_probs, objective)
+        threshold = _threshold(split, objective)
         margins = np.array([-na_probs[q] for q in ids])
         has_gold = np.array([float(bool(gold[q])) for q in ids])
         has_answer, _ = fit_calibrator(margins, has_gold, "identity")
     untuned = Answerability("2.0" if version_2 else "1.1", threshold, objective, dict(decoding))
-    found = decisions(untuned, gold, span_answers, span_probs, na_probs)
+    found = decisions(untuned, split)
     # The span calibrator learns from the questions the tuned threshold answers with a span.
     x = np.array([span_probs[q] for q in ids])[found.answered]
     top_span, losses = (
@@ -237,20 +247,16 @@ def tune_answerability(
     tuned = Answerability(
         untuned.version, threshold, objective, dict(decoding), top_span, has_answer
     )
-    report = answerability_report(tuned, gold, span_answers, span_probs, na_probs)
+    report = answerability_report(tuned, split)
     report["held_out_log_loss"] = losses
     return replace(tuned, validation=_summary(report))
 
 
-def _threshold(
-    gold: Mapping[str, Sequence[str]],
-    span_answers: Mapping[str, str],
-    span_probs: Mapping[str, float],
-    na_probs: Mapping[str, float],
-    objective: str,
-) -> float:
+def _threshold(split: DecodedSplit, objective: str) -> float:
     """The no-answer threshold maximising F1 / EM (the official search), or the largest whose
     answered questions reach the target precision (exact match)."""
+    gold, span_answers, span_probs = split.gold, split.span_answers, split.span_probs
+    na_probs = split.na_probs or {}
     if objective in ("f1", "exact"):
         figures = score_predictions(gold, span_answers, version="2.0", na_probs=na_probs)
         return float(figures[f"best_{objective}_thresh"])
@@ -266,16 +272,11 @@ def _threshold(
     return float(best)
 
 
-def answerability_report(
-    answerability: Answerability,
-    gold: Mapping[str, Sequence[str]],
-    span_answers: Mapping[str, str],
-    span_probs: Mapping[str, float],
-    na_probs: Mapping[str, float] | None,
-) -> dict[str, Any]:
+def answerability_report(answerability: Answerability, split: DecodedSplit) -> dict[str, Any]:
     """ECE before/after calibration, reliability bins, risk-coverage and the official figures
     at the threshold, for any split (scored with values tuned on another one)."""
-    found = decisions(answerability, gold, span_answers, span_probs, na_probs)
+    gold, span_answers, na_probs = split.gold, split.span_answers, split.na_probs
+    found = decisions(answerability, split)
     coverage, accuracy, area = risk_coverage(found.calibrated, found.correct)
     predictions = {
         q: (span_answers.get(q, "") if a else "") for q, a in zip(gold, found.answered, strict=True)

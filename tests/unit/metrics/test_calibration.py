@@ -8,6 +8,7 @@ import pytest
 
 from qa_lightning.metrics.answerability import (
     Answerability,
+    DecodedSplit,
     answerability_report,
     tune_answerability,
 )
@@ -75,48 +76,44 @@ def synthetic(n: int, seed: int):
         na[qid] = -rng.normal(1.0 if has else -1.0, 1.5)
         probs[qid] = rng.random()
         spans[qid] = "paris" if rng.random() < probs[qid] ** 0.5 else "london"
-    return gold, spans, probs, na
+    return DecodedSplit(gold, spans, probs, na)
 
 
 DECODING = {"n_best_size": 20, "max_answer_length": 30, "max_length": 384, "doc_stride": 128}
 
 
 def test_tuning_uses_the_official_threshold_and_calibrates_held_out_data() -> None:
-    gold, spans, probs, na = synthetic(3000, seed=0)
-    tuned = tune_answerability(gold, spans, probs, na, version_2=True, decoding=DECODING)
+    split = synthetic(3000, seed=0)
+    gold, spans, na = split.gold, split.span_answers, split.na_probs
+    tuned = tune_answerability(split, version_2=True, decoding=DECODING)
     official = score_predictions(gold, spans, version="2.0", na_probs=na)
     assert tuned.null_threshold == official["best_f1_thresh"]
     assert tuned.validation["f1"] == pytest.approx(official["best_f1"])
     assert tuned.decoding == DECODING and tuned.has_answer is not None
-    held_out = answerability_report(tuned, *synthetic(3000, seed=1))
+    held_out = answerability_report(tuned, synthetic(3000, seed=1))
     assert held_out["ece_calibrated"] <= 0.05 < held_out["ece_uncalibrated"]
     assert held_out["f1"] >= held_out["f1_at_threshold_0"]
     assert Answerability.from_dict(tuned.to_dict()) == tuned
 
 
 def test_objectives() -> None:
-    gold, spans, probs, na = synthetic(2000, seed=2)
-    exact = tune_answerability(
-        gold, spans, probs, na, version_2=True, decoding=DECODING, objective="exact"
-    )
+    split = synthetic(2000, seed=2)
+    gold, spans, na = split.gold, split.span_answers, split.na_probs
+    exact = tune_answerability(split, version_2=True, decoding=DECODING, objective="exact")
     official = score_predictions(gold, spans, version="2.0", na_probs=na)
     assert exact.null_threshold == official["best_exact_thresh"]
-    strict = tune_answerability(
-        gold, spans, probs, na, version_2=True, decoding=DECODING, objective="precision@0.9"
-    )
-    report = answerability_report(
-        Answerability("2.0", strict.null_threshold), gold, spans, probs, na
-    )
+    strict = tune_answerability(split, version_2=True, decoding=DECODING, objective="precision@0.9")
+    report = answerability_report(Answerability("2.0", strict.null_threshold), split)
     answered = [q for q in gold if na[q] <= strict.null_threshold]
     precision = np.mean([float(spans[q] in gold[q]) for q in answered])
     assert precision >= 0.9 and report["answered"] < 1.0
     with pytest.raises(ValueError, match="objective"):
-        tune_answerability(gold, spans, probs, na, version_2=True, decoding={}, objective="auc")
+        tune_answerability(split, version_2=True, decoding={}, objective="auc")
 
 
 def test_v1_models_get_a_span_calibrator_only() -> None:
-    gold, spans, probs, _ = synthetic(1000, seed=3)
-    gold = {q: ["paris"] for q in gold}
-    tuned = tune_answerability(gold, spans, probs, None, version_2=False, decoding=DECODING)
+    split = synthetic(1000, seed=3)
+    v1 = DecodedSplit({q: ["paris"] for q in split.gold}, split.span_answers, split.span_probs)
+    tuned = tune_answerability(v1, version_2=False, decoding=DECODING)
     assert tuned.version == "1.1" and tuned.null_threshold == 0.0 and tuned.has_answer is None
     assert tuned.validation["ece_calibrated"] < tuned.validation["ece_uncalibrated"]

@@ -11,6 +11,7 @@ from lightning import Callback, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from qa_lightning.metrics.answerability import (
+    DecodedSplit,
     answerability_report,
     check_objective,
     tune_answerability,
@@ -52,12 +53,8 @@ class TuneAnswerability(Callback):
         if trainer.sanity_checking or evaluation is None or evaluation.partial:
             return
         if self.tune:
-            gold = _gold(trainer, "validation")
             pl_module.answerability = tune_answerability(
-                gold,
-                evaluation.span_answers or evaluation.predictions,
-                evaluation.span_probs,
-                evaluation.na_probs if pl_module.version_2 else None,
+                _decoded_split(trainer, evaluation, pl_module.version_2),
                 version_2=pl_module.version_2,
                 decoding=_decoding(trainer, pl_module),
                 objective=self.objective,
@@ -88,21 +85,24 @@ class TuneAnswerability(Callback):
         if answerability is None or not trainer.is_global_zero:
             return
         self.reports[evaluation.split] = answerability_report(
-            answerability,
-            _gold(trainer, evaluation.split),
-            evaluation.span_answers or evaluation.predictions,
-            evaluation.span_probs,
-            evaluation.na_probs if answerability.version_2 else None,
+            answerability, _decoded_split(trainer, evaluation, answerability.version_2)
         )
         write_calibration_report(self.output_dir, self.reports, tuned_on="validation")
 
 
-def _gold(trainer: Trainer, split: str) -> dict[str, list[str]]:
-    examples = trainer.datamodule.examples(split)
-    return {
+def _decoded_split(trainer: Trainer, evaluation: Evaluation, version_2: bool) -> DecodedSplit:
+    """The evaluation's decoded candidates with the split's gold answers."""
+    examples = trainer.datamodule.examples(evaluation.split)
+    gold = {
         qid: list(answers["text"])
         for qid, answers in zip(examples["id"], examples["answers"], strict=True)
     }
+    return DecodedSplit(
+        gold,
+        evaluation.span_answers or evaluation.predictions,
+        evaluation.span_probs,
+        evaluation.na_probs if version_2 else None,
+    )
 
 
 def _decoding(trainer: Trainer, pl_module: QALightningModule) -> dict[str, int]:
