@@ -14,13 +14,14 @@ from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.hub import load_tokenizer
 from qa_lightning.model.module import QALightningModule
 from qa_lightning.paths import SAMPLE_DATA_FILE, config_dir
+from qa_lightning.training.callbacks.answerability import TuneAnswerability
 from qa_lightning.training.callbacks.eval_outputs import EvalOutputs
 from qa_lightning.training.callbacks.finite_loss import FiniteLossGuard
 from qa_lightning.training.callbacks.rng_state import RNGStateCheckpoint
 from qa_lightning.training.run import evaluate_splits
 from qa_lightning.utils.instantiators import instantiate_list
 
-CORE = {"finite_loss", "rng_state", "eval_outputs"}
+CORE = {"finite_loss", "rng_state", "eval_outputs", "answerability"}
 
 
 def callbacks_of(overrides: list[str], name: str = "train"):
@@ -51,9 +52,14 @@ def test_every_callback_has_its_file_and_the_core_stays_on():
     assert set(callbacks_of(["callbacks=none"])) == CORE
     assert set(callbacks_of(["callbacks=[curves,lr_monitor]"])) == CORE | {"curves", "lr_monitor"}
     assert "finite_loss" not in callbacks_of(["~callbacks/core"])
-    assert set(callbacks_of(["ckpt_path=x.ckpt"], name="eval")) == {"eval_outputs"}
+    evaluation = callbacks_of(["ckpt_path=x.ckpt"], name="eval")
+    assert set(evaluation) == {"eval_outputs", "answerability"}
+    assert evaluation.answerability.tune is False  # qa-lightning-eval refits only on request
+    assert callbacks_of(
+        ["ckpt_path=x.ckpt", "tune_answerability=true"], name="eval"
+    ).answerability.tune
     kinds = {type(cb) for cb in instantiate_list(callbacks_of(["callbacks=none"]), "callback")}
-    assert kinds == {FiniteLossGuard, RNGStateCheckpoint, EvalOutputs}
+    assert kinds == {FiniteLossGuard, RNGStateCheckpoint, EvalOutputs, TuneAnswerability}
 
 
 @pytest.fixture()

@@ -39,6 +39,8 @@ def answer_questions(cfg: DictConfig) -> dict[str, list[dict]]:
         "max_answer_length": cfg.max_answer_length,
         "max_length": cfg.max_length,
         "doc_stride": cfg.doc_stride,
+        "null_threshold": cfg.get("null_threshold"),
+        "calibrated": cfg.get("calibrated"),
     }
     if cfg.question is not None:
         answers = {"question": qa.answer(str(cfg.question), str(cfg.context), **options)}

@@ -15,11 +15,20 @@ from qa_lightning.decoding.merge import merge_candidates
 
 @dataclass
 class DecodedPredictions:
-    """Answers per question id; ``na_probs`` (score diffs) for v2.0; n-best lists when asked."""
+    """Answers per question id; ``na_probs`` (score diffs) for v2.0; n-best lists when asked.
+
+    ``span_answers`` (v2.0): the best span of each question whatever the null rule decided, what
+    the official best-threshold search needs.
+    ``span_probs`` (with several spans per example): the best span's probability among the
+    n-best entries (softmax over their scores, the null entry included for v2.0), the raw
+    confidence that calibration (:mod:`qa_lightning.metrics.calibration`) maps to a probability.
+    """
 
     predictions: dict[str, str]
     na_probs: dict[str, float] | None = None
     nbest: dict[str, list[dict[str, Any]]] | None = None
+    span_probs: dict[str, float] | None = None
+    span_answers: dict[str, str] | None = None
 
 
 def _to_list(values: Tensor) -> list:
@@ -28,20 +37,22 @@ def _to_list(values: Tensor) -> list:
 
 
 def _nbest_table(
-    merged: SpanCandidates, version_2: bool
+    merged: SpanCandidates, version_2: bool, null_score_diff_threshold: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Each example's n-best entries sorted by score, the null entry inserted for v2.0.
 
     As in the classic postprocessing, the null entry ranks after spans of equal score and is
-    kept (as an extra entry) when it falls outside the top ``K``. Returns scores, start and end
-    characters, the mask of real entries and their probabilities (softmax over each row).
+    kept (as an extra entry) when it falls outside the top ``K``; it ranks as if its score were
+    ``null_score - null_score_diff_threshold`` (the answer rule of :func:`finalize`) but keeps
+    its own score. Returns scores, start and end characters, the mask of real entries and
+    their probabilities (softmax over each row).
     """
     scores, starts, ends = merged.scores, merged.start_char, merged.end_char
     keep = scores > NEG_INF
     if version_2:
         n_best = scores.shape[1]
         null = merged.null_score[:, None]
-        null_rank = (scores >= null).sum(1, keepdim=True)
+        null_rank = (scores >= null - null_score_diff_threshold).sum(1, keepdim=True)
         position = torch.arange(n_best + 1, device=scores.device)[None, :]
         is_null = position == null_rank
         span = (position - (position > null_rank).long()).clamp_(max=n_best - 1)
@@ -60,8 +71,10 @@ def _nbest_lists(
     ids: Sequence[str],
     contexts: Sequence[str],
     version_2: bool,
+    null_score_diff_threshold: float,
 ) -> dict[str, list[dict[str, Any]]]:
-    scores, starts, ends, keep, probs = map(_to_list, _nbest_table(merged, version_2))
+    table = _nbest_table(merged, version_2, null_score_diff_threshold)
+    scores, starts, ends, keep, probs = map(_to_list, table)
     nbest = {}
     for r in rows:
         context = contexts[r]
@@ -89,7 +102,8 @@ def finalize(
 
     v2.0: ``na_prob = null_score - best_span_score`` (float32); the answer is ``""`` when it
     exceeds ``null_score_diff_threshold`` or there is no valid span. With ``with_nbest`` also
-    returns each question's n-best entries ``{"text", "score", "probability", "start", "end"}``.
+    returns each question's n-best entries ``{"text", "score", "probability", "start", "end"}``
+    (the null entry ranked by the same rule). With several spans per row, ``span_probs``.
     """
     best_score = merged.scores[:, 0]
     has_span = best_score > NEG_INF
@@ -111,9 +125,26 @@ def finalize(
     if version_2:
         diffs = _to_list(score_diff)
         decoded.na_probs = {ids[r]: diffs[r] for r in rows}
+        span_starts = _to_list(merged.start_char[:, 0].clamp(min=0))
+        span_ends = _to_list(merged.end_char[:, 0].clamp(min=0))
+        decoded.span_answers = {ids[r]: contexts[r][span_starts[r] : span_ends[r]] for r in rows}
     if with_nbest:
-        decoded.nbest = _nbest_lists(merged, rows, ids, contexts, version_2)
+        decoded.nbest = _nbest_lists(
+            merged, rows, ids, contexts, version_2, null_score_diff_threshold
+        )
+    if merged.scores.shape[1] > 1:
+        probs = _to_list(_best_span_probs(merged, version_2))
+        decoded.span_probs = {ids[r]: probs[r] for r in rows}
     return decoded
+
+
+def _best_span_probs(merged: SpanCandidates, version_2: bool) -> Tensor:
+    """The best span's share of the softmax over the n-best spans (and the null entry, v2.0)."""
+    scores = merged.scores
+    if version_2:
+        scores = torch.cat([scores, merged.null_score[:, None]], 1)
+    probs = torch.softmax(scores, dim=1).nan_to_num_(0.0)
+    return torch.where(merged.scores[:, 0] > NEG_INF, probs[:, 0], 0.0)
 
 
 def decode(

@@ -37,7 +37,8 @@ def merge_candidates(
     examples = example_index[order].long()
     num_slots = features.scores.shape[1]
     flat_examples = examples.repeat_interleave(num_slots)
-    by_score = torch.sort(features.scores.flatten(), descending=True, stable=True).indices
+    flat = _without_repeated_spans(features, flat_examples)
+    by_score = torch.sort(flat["scores"], descending=True, stable=True).indices
     grouped = by_score[torch.sort(flat_examples[by_score], stable=True).indices]
     slot_examples = flat_examples[grouped]
     counts = _example_counts(examples, num_examples)
@@ -47,11 +48,37 @@ def merge_candidates(
     rows, cols, source = slot_examples[keep], rank[keep], grouped[keep]
     merged = {}
     for name, fill in SLOT_FILLS.items():
-        field = getattr(features, name)
-        merged[name] = field.new_full((num_examples, num_slots), fill)
-        merged[name][rows, cols] = field.flatten()[source]
+        merged[name] = flat[name].new_full((num_examples, num_slots), fill)
+        merged[name][rows, cols] = flat[name][source]
     null = _min_null_scores(features.null_score, examples, num_examples)
     return SpanCandidates(**merged, null_score=null), counts > 0
+
+
+def _without_repeated_spans(features: SpanCandidates, flat_examples: Tensor) -> dict[str, Tensor]:
+    """The span fields flattened, each character span of an example kept once (its best score).
+
+    Overlapping windows reach the same characters with different logits: the copies after the
+    best-scoring one (the earliest feature among equal scores) become empty slots, so an
+    example's ``K`` slots hold ``K`` distinct spans whenever that many exist.
+    """
+    flat = {name: getattr(features, name).flatten() for name in SLOT_FILLS}
+    scores = flat["scores"]
+    valid = scores > NEG_INF
+    if not bool(valid.any()):
+        return flat
+    keys = torch.stack([flat_examples, flat["start_char"].long(), flat["end_char"].long()], 1)
+    _, group = torch.unique(keys, dim=0, return_inverse=True)
+    best = scores.new_full((int(group.max()) + 1,), NEG_INF)
+    best = best.scatter_reduce(0, group, scores, reduce="amax")
+    is_best = valid & (scores == best[group])
+    slot = torch.arange(len(scores), device=scores.device)
+    first = torch.full_like(best, len(scores), dtype=torch.long)
+    first = first.scatter_reduce(0, group, slot.masked_fill(~is_best, len(scores)), reduce="amin")
+    repeated = valid & (slot != first[group])
+    if bool(repeated.any()):
+        for name, fill in SLOT_FILLS.items():
+            flat[name] = flat[name].masked_fill(repeated, fill)
+    return flat
 
 
 def _min_null_scores(null_score: Tensor, examples: Tensor, num_examples: int) -> Tensor:

@@ -22,6 +22,8 @@ from qa_lightning.data.features import fit_to_windows, prepare_eval_features
 from qa_lightning.data.text import text_problem
 from qa_lightning.decoding import StreamingDecoder
 from qa_lightning.errors import DataFormatError
+from qa_lightning.inference.answerability import AnswerabilityRules, answer_documents
+from qa_lightning.metrics.answerability import Answerability
 from qa_lightning.model.model_card import Window, read_window
 
 SpanModel = Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]]
@@ -53,6 +55,12 @@ class QuestionAnswerer:
             did (word-aligned answers, its scores and null answer, max_answer_length 15).
         window: the default ``max_length`` / ``doc_stride`` (``from_pretrained`` reads the one the
             model was trained with from ``hf_model/qa_window.json``, the checkpoint or the export).
+        answerability: the model's tuned threshold, calibrators and decoding settings
+            (``answerability.json``; ``from_pretrained`` reads it). With it, answers use the
+            tuned no-answer threshold, ``score`` is the calibrated probability that the answer
+            is exactly right (for ``""``: that the question has no answer), a v2.0 model
+            handles impossible answers, and the decoding settings default to the tuned ones.
+            ``compat="pipeline"`` ignores it.
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class QuestionAnswerer:
         batch_size: int = 32,
         compat: Literal["pipeline"] | None = None,
         window: Window | None = None,
+        answerability: Answerability | None = None,
     ) -> None:
         if compat not in COMPAT_MODES:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
@@ -79,6 +88,7 @@ class QuestionAnswerer:
         self.compat = compat
         self.window = window
         self.collate = QACollator(tokenizer)
+        self.answerability = answerability
 
     @classmethod
     def from_pretrained(
@@ -96,19 +106,44 @@ class QuestionAnswerer:
             raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
         if backend == "onnx" or (backend == "auto" and _is_onnx_export(path)):
             from qa_lightning.inference.onnx import load_onnx
+            from qa_lightning.metrics.answerability import read_answerability
 
             model, tokenizer = load_onnx(path, device=kwargs.get("device", "cpu"))
             kwargs.setdefault("window", read_window(path))
+            kwargs.setdefault("answerability", read_answerability(path))
             return cls(model, tokenizer, **kwargs)
         from qa_lightning.inference.loading import load_module_and_tokenizer
 
         module, tokenizer = load_module_and_tokenizer(path)
         kwargs.setdefault("window", module.window)
+        kwargs.setdefault("answerability", module.answerability)
         return cls(module, tokenizer, **kwargs)
 
-    def answer(self, question: str, context: str, top_k: int = 1, **options: Any) -> list[Answer]:
-        """The ``top_k`` best answers to one question (see ``__call__`` for the options)."""
-        return self([question], [context], top_k=top_k, **options)[0]
+    def answer(
+        self,
+        question: str,
+        context: str | None = None,
+        top_k: int = 1,
+        *,
+        contexts: Sequence[str] | None = None,
+        **options: Any,
+    ) -> list[Answer]:
+        """The ``top_k`` best answers to one question (see ``__call__`` for the options).
+
+        With ``contexts=[...]`` (instead of ``context``) the answers of every document are
+        ranked together, each with ``"document"``: the index of its context. Calibrated scores
+        are comparable across documents (uncalibrated ones are each document's own softmax).
+        For a model that handles impossible answers, ``""`` (``"document": None``) is the
+        answer only when no document answers; its score is then the lowest no-answer score.
+        """
+        if (context is None) == (contexts is None):
+            raise ValueError("give either context or contexts=[...]")
+        if contexts is None:
+            return self([question], [context], top_k=top_k, **options)[0]
+        if isinstance(contexts, str) or not contexts:
+            raise ValueError("contexts must be a non-empty list of strings")
+        per_document = self([question] * len(contexts), list(contexts), top_k=top_k, **options)
+        return answer_documents(per_document, top_k)
 
     @torch.inference_mode()
     def __call__(
@@ -116,25 +151,37 @@ class QuestionAnswerer:
         questions: Sequence[str],
         contexts: Sequence[str],
         top_k: int = 1,
-        handle_impossible_answer: bool = False,
+        handle_impossible_answer: bool | None = None,
         max_answer_length: int | None = None,
         doc_stride: int | None = None,
         max_length: int | None = None,
-        n_best_size: int = 20,
+        n_best_size: int | None = None,
         align_to_words: bool | None = None,
+        null_threshold: float | None = None,
+        calibrated: bool | None = None,
     ) -> list[list[Answer]]:
         """Answers for many questions at once; each list holds up to ``top_k`` answers, best first.
 
         Args:
             handle_impossible_answer: the empty answer (``""``, start = end = 0) competes with the
                 spans: the CLS start + end logits (the minimum over windows) against the spans'.
-            max_answer_length: in tokens; default 30 (15 with ``compat="pipeline"``).
-            doc_stride: overlap of consecutive windows in tokens; default ``min(128, max_length // 2)``.
-            max_length: tokens per window; default the model's ``window``, else
+                Default: on for a model tuned on v2.0 data (``answerability``), else off.
+            max_answer_length: in tokens; default the tuned one, else 30 (15 with
+                ``compat="pipeline"``).
+            doc_stride: overlap of consecutive windows in tokens; default the tuned one, else
+                ``min(128, max_length // 2)``.
+            max_length: tokens per window; default the model's window (``qa_window.json``), else the
+                tuned one, else
                 ``min(tokenizer.model_max_length, 384)``.
-            n_best_size: candidate starts and ends per window, and the n-best list's length (so
-                ``top_k`` answers at most ``n_best_size``, plus the empty one).
+            n_best_size: candidate starts and ends per window, and the n-best list's length;
+                default the tuned one, else 20, and never under ``top_k``. The same character
+                span reached from several windows is one entry (its best score), so ``top_k``
+                answers are distinct.
             align_to_words: ``compat="pipeline"`` only: widen answers to whole words (default True).
+            null_threshold: ``""`` wins when ``null_score - best_span_score`` exceeds it; default
+                the tuned threshold, else 0.
+            calibrated: scores from the tuned calibrators (default when the model has them);
+                ``False`` gives the n-best softmax probabilities.
 
         An answer list is empty when no window has a valid span (and no empty answer is allowed).
         """
@@ -154,19 +201,40 @@ class QuestionAnswerer:
         if max_length is None and self.window is not None and self.compat is None:
             max_length = self.window.max_length
             doc_stride = self.window.doc_stride if doc_stride is None else doc_stride
-        max_length = max_length or min(self.tokenizer.model_max_length, MAX_WINDOW)
-        doc_stride = min(128, max_length // 2) if doc_stride is None else doc_stride
         if self.compat == "pipeline":
+            if null_threshold is not None or calibrated:
+                raise ValueError('null_threshold and calibrated do not apply to compat="pipeline"')
+            max_length = max_length or min(self.tokenizer.model_max_length, MAX_WINDOW)
+            doc_stride = min(128, max_length // 2) if doc_stride is None else doc_stride
             return self._pipeline_answers(
                 questions,
                 contexts,
                 top_k=top_k,
-                handle_impossible_answer=handle_impossible_answer,
+                handle_impossible_answer=bool(handle_impossible_answer),
                 max_answer_length=max_answer_length,
                 doc_stride=doc_stride,
                 max_length=max_length,
                 align_to_words=True if align_to_words is None else align_to_words,
             )
+        rules = AnswerabilityRules.resolve(
+            self.answerability,
+            handle_impossible_answer=handle_impossible_answer,
+            null_threshold=null_threshold,
+            calibrated=calibrated,
+        )
+        tuned = self.answerability.decoding if self.answerability is not None else {}
+        max_length = (
+            max_length
+            or tuned.get("max_length")
+            or min(self.tokenizer.model_max_length, MAX_WINDOW)
+        )
+        if doc_stride is None:
+            doc_stride = tuned.get("doc_stride", min(128, max_length // 2))
+            doc_stride = min(doc_stride, max_length // 2)
+        n_best_size = max(n_best_size or tuned.get("n_best_size", 20), top_k)
+        max_answer_length = max_answer_length or tuned.get(
+            "max_answer_length", DEFAULT_MAX_ANSWER_LENGTH
+        )
         if doc_stride < 0:
             raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
         examples = {
@@ -179,7 +247,7 @@ class QuestionAnswerer:
         )
         decoder = StreamingDecoder(
             n_best_size=n_best_size,
-            max_answer_length=max_answer_length or DEFAULT_MAX_ANSWER_LENGTH,
+            max_answer_length=max_answer_length,
             with_nbest=True,
         )
         for batch, start_logits, end_logits in self.forward_features(features):
@@ -193,8 +261,13 @@ class QuestionAnswerer:
                 attention_mask=batch["attention_mask"],
             )
         ids = [str(i) for i in range(len(questions))]
-        decoded = decoder.decode(ids, contexts, version_2=handle_impossible_answer)
-        return [_top(decoded.nbest.get(qid, []), top_k) for qid in ids]
+        decoded = decoder.decode(
+            ids,
+            contexts,
+            version_2=rules.handle_impossible_answer,
+            null_score_diff_threshold=rules.null_threshold,
+        )
+        return [_top(rules.rescore(decoded.nbest.get(qid, [])), top_k) for qid in ids]
 
     def forward_features(
         self, features: Mapping[str, Sequence[Any]]

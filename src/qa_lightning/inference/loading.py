@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from qa_lightning.data.features import InputLayout
 from qa_lightning.errors import QALightningError
 from qa_lightning.hub import load_tokenizer
+from qa_lightning.metrics.answerability import read_answerability
 from qa_lightning.model.model_card import read_window
 from qa_lightning.model.module import QALightningModule
 
@@ -29,6 +30,8 @@ def load_module(path: str | Path, **overrides: object) -> QALightningModule:
     ``from_pretrained`` (safetensors, or ``weights_only`` for ``.bin``): a file that holds any
     other pickled object is refused with a :class:`QALightningError`, never executed.
     ``trust_remote_code`` stays off unless passed here or set in the checkpoint's config.
+    The module's ``answerability`` comes from the checkpoint or the directory's
+    ``answerability.json`` (``None`` without one).
     """
     path = Path(path)
     if not is_hf_model_dir(path) and not path.is_file():
@@ -40,7 +43,9 @@ def load_module(path: str | Path, **overrides: object) -> QALightningModule:
             window = read_window(path)
             if window is not None:
                 overrides = {**asdict(window), **overrides}
-            return QALightningModule(pretrained=str(path), **overrides)
+            module = QALightningModule(pretrained=str(path), **overrides)
+            module.answerability = read_answerability(path)
+            return module
         return QALightningModule.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, **overrides
         )

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.errors import QALightningError
+from qa_lightning.metrics.answerability import write_answerability
 from qa_lightning.model.model_card import make_tokenizer_portable, write_window
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,11 @@ def export_onnx(
         "source": str(path),
         "model_type": module.model.config.model_type,
     }
+    if module.answerability is not None:
+        # The tuned threshold and calibrators travel with the export (QuestionAnswerer reads
+        # answerability.json; export.json repeats them for other runtimes).
+        info["answerability"] = module.answerability.to_dict()
+        write_answerability(output, module.answerability)
     (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     if verify:
         with torch.inference_mode():

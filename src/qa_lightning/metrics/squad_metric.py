@@ -44,7 +44,9 @@ class SquadMetric(Metric):
     ``compute`` returns the official figures as floats: v1.1 ``exact_match``, ``f1``; v2.0
     ``exact``, ``f1``, ``total``, ``HasAns_*``, ``NoAns_*`` and ``best_exact``/``best_f1`` with
     their thresholds. Only the best span of each feature is kept (``n_best_size`` still sets the
-    candidate starts and ends). Decoding ranks the logits of padded positions too (the classic
+    candidate starts and ends) unless ``keep_nbest``: then each feature keeps its ``n_best_size``
+    best spans and ``span_probs`` holds ``{question id: the best span's n-best probability}``,
+    what answerability calibration fits on (the predictions and figures do not change). Decoding ranks the logits of padded positions too (the classic
     rule): pass the batch's ``attention_mask`` to ``update`` (or mask them yourself) so that the
     results cannot depend on batch composition.
 
@@ -69,6 +71,7 @@ class SquadMetric(Metric):
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
         partial: bool = False,
+        keep_nbest: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,7 +80,8 @@ class SquadMetric(Metric):
         self.n_best_size = n_best_size
         self.max_answer_length = max_answer_length
         self.null_score_diff_threshold = null_score_diff_threshold
-        self._decoder = StreamingDecoder(n_best_size, max_answer_length)
+        self.keep_nbest = keep_nbest
+        self._decoder = self._new_decoder()
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.ids: list[str] = []
@@ -85,6 +89,8 @@ class SquadMetric(Metric):
         self.gold_answers: dict[str, list[str]] = {}
         self.predictions: dict[str, str] = {}
         self.na_probs: dict[str, float] = {}
+        self.span_probs: dict[str, float] = {}
+        self.span_answers: dict[str, str] = {}
 
     def set_examples(
         self,
@@ -139,7 +145,12 @@ class SquadMetric(Metric):
     def reset(self) -> None:
         """Empty the states and the decoder."""
         super().reset()
-        self._decoder = StreamingDecoder(self.n_best_size, self.max_answer_length)
+        self._decoder = self._new_decoder()
+
+    def _new_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(
+            self.n_best_size, self.max_answer_length, with_nbest=self.keep_nbest
+        )
 
     def compute(self) -> dict[str, float]:
         """Decode every question seen (on every process) and score it; also sets predictions."""
@@ -162,6 +173,8 @@ class SquadMetric(Metric):
         )
         self.predictions = decoded.predictions
         self.na_probs = decoded.na_probs or {}
+        self.span_probs = decoded.span_probs or {}
+        self.span_answers = decoded.span_answers or {}
         self._check_coverage()
         return {key: float(value) for key, value in self._score().items()}
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from qa_lightning.data.features import InputLayout
+from qa_lightning.metrics.answerability import Answerability, write_answerability
 from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model import checkpoint_format
 from qa_lightning.model.backbone import load_qa_model
@@ -35,6 +36,7 @@ EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
 # Official score names -> logged names (v2.0's "exact" is logged as exact_match like v1.1's).
 LOG_NAMES = {"exact": "exact_match"}
 PROG_BAR = ("exact_match", "f1")
+ANSWERABILITY_KEY = "answerability"
 STAGE_SPLITS = {"val": "validation", "test": "test"}
 STAGE_PREFIXES = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
 
@@ -50,6 +52,9 @@ class Evaluation:
             ``f1``; v2.0: ``exact``, ``f1``, ``HasAns_*``, ``NoAns_*``, ``best_*``), as floats.
         predictions: ``{question_id: answer}``, ``""`` for no answer.
         na_probs: ``{question_id: no-answer probability}`` (v2.0; empty for v1.1).
+        span_probs: ``{question_id: the best span's probability among the n-best}``, the raw
+            confidence answerability calibration fits on (``training/callbacks/answerability``).
+        span_answers: v2.0: ``{question_id: the best span}`` whatever the null rule decided.
         partial: Lightning ran only part of the loader (sanity check, ``fast_dev_run``, limited or
             overfit batches): the figures cover the questions predicted.
     """
@@ -59,6 +64,8 @@ class Evaluation:
     predictions: dict[str, str]
     na_probs: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    span_probs: dict[str, float] = field(default_factory=dict)
+    span_answers: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -173,6 +180,8 @@ class QALightningModule(LightningModule):
         self.version_2 = bool(version_2)
         self.metrics = nn.ModuleDict()
         self.evaluations: dict[str, Evaluation] = {}
+        self.answerability: Answerability | None = None
+        """Tuned threshold, calibrators and decoding settings (``metrics.answerability``)."""
         """The latest :class:`Evaluation` of each evaluated split ("validation", "test")."""
 
     # ------------------------------------------------------------------ model
@@ -288,6 +297,7 @@ class QALightningModule(LightningModule):
             n_best_size=self.hparams.n_best_size,
             max_answer_length=self.hparams.max_answer_length,
             null_score_diff_threshold=self.hparams.null_score_diff_threshold,
+            keep_nbest=True,
         )
         metric.set_examples(
             list(examples["id"]),
@@ -322,6 +332,8 @@ class QALightningModule(LightningModule):
             predictions=dict(metric.predictions),
             na_probs=dict(metric.na_probs or {}),
             partial=metric.partial,
+            span_probs=dict(metric.span_probs),
+            span_answers=dict(metric.span_answers),
         )
         self.evaluations[evaluation.split] = evaluation
         for key, value in evaluation.metrics.items():
@@ -360,9 +372,12 @@ class QALightningModule(LightningModule):
         and the checkpoint format version."""
         checkpoint.setdefault("hyper_parameters", {})["hf_config"] = self.model.config.to_dict()
         checkpoint_format.stamp(checkpoint)
+        if self.answerability is not None:
+            checkpoint[ANSWERABILITY_KEY] = self.answerability.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Migrate an older format and check that the weights fit this model, before they load."""
+        """Migrate an older format and check that the weights fit this model, before they load;
+        take the tuned answerability, when the checkpoint holds one."""
         checkpoint_format.migrate(checkpoint)
         for name in checkpoint_format.HPARAM_SPECS:  # this module's own copy, when read before
             if name in self.hparams:
@@ -372,14 +387,21 @@ class QALightningModule(LightningModule):
         checkpoint_format.check_backbone(
             checkpoint, self.state_dict(), self.model.config.model_type
         )
+        if checkpoint.get(ANSWERABILITY_KEY) is not None:
+            self.answerability = Answerability.from_dict(
+                checkpoint[ANSWERABILITY_KEY], source="checkpoint"
+            )
 
     def save_hf_model(
         self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> Path:
         """Write the backbone (safetensors), ``tokenizer`` and the training window, loadable by
-        ``from_pretrained`` of transformers 5 and 4.x (see :mod:`qa_lightning.model.model_card`)."""
+        ``from_pretrained`` of transformers 5 and 4.x (see :mod:`qa_lightning.model.model_card`),
+        and ``answerability.json`` when the module has tuned values."""
         directory = Path(directory)
         self.model.save_pretrained(directory)
+        if self.answerability is not None:
+            write_answerability(directory, self.answerability)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
             make_tokenizer_portable(directory, self.model, tokenizer)

@@ -1,7 +1,10 @@
 """HTTP server for a trained model: ``qa-lightning-serve PATH [--host 127.0.0.1 --port 8000]``.
 
 ``POST /answer`` takes ``{"question", "context", "top_k"?}`` or a list of them and answers with
-``{"answers": [{"answer", "score", "start", "end"}, ...]}`` (a list of those for a list). Items of
+``{"answers": [{"answer", "score", "start", "end"}, ...]}`` (a list of those for a list).
+``{"question", "contexts": [...]}`` ranks the answers of several documents together, each
+answer with ``"document"`` (its context's index; ``None`` for "no answer in any document").
+The model's shipped answerability (tuned threshold, calibrated scores) applies by default. Items of
 concurrent requests are batched dynamically: the first waiting item opens a batch that collects
 more for up to ``max_wait_ms`` or ``max_batch_size`` items, then one ``QuestionAnswerer`` call
 runs them in a worker thread. ``GET /health`` reports status and counters (open to all, no

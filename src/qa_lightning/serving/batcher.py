@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from qa_lightning.inference.answerability import answer_documents
 from qa_lightning.serving.requests import AnswerFn, Answers, Item, RequestError
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,17 @@ class DynamicBatcher:
         return results
 
     def _call(self, items: list[Item]) -> list[Answers]:
+        """One model call for every (question, document) pair; items with ``contexts`` get
+        their documents' answers ranked together (``answer_documents``)."""
         top_k = max(item.top_k for item in items)
-        answers = self.answer(
-            [item.question for item in items], [item.context for item in items], top_k=top_k
-        )
-        return [found[: item.top_k] for item, found in zip(items, answers, strict=True)]
+        pairs = [(item.question, doc) for item in items for doc in item.documents]
+        answers = self.answer([q for q, _ in pairs], [c for _, c in pairs], top_k=top_k)
+        results, first = [], 0
+        for item in items:
+            found = answers[first : first + len(item.documents)]
+            first += len(item.documents)
+            if item.contexts is None:
+                results.append(found[0][: item.top_k])
+            else:
+                results.append(answer_documents(found, item.top_k))
+        return results

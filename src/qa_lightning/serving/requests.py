@@ -12,7 +12,9 @@ from qa_lightning.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("question", "context", "top_k")
+FIELDS = ("question", "context", "contexts", "top_k")
+MAX_CONTEXTS = 16
+"""Documents per item with ``"contexts"`` (each counts as one item in a batch)."""
 
 Answers = list[dict[str, Any]]
 #: ``QuestionAnswerer.__call__``: ``(questions, contexts, top_k=...) -> answers per question``.
@@ -32,11 +34,16 @@ class Limits:
 
 @dataclass(frozen=True)
 class Item:
-    """One question about one context."""
+    """One question about one context, or about several (``contexts``, ranked together)."""
 
     question: str
     context: str
     top_k: int = 1
+    contexts: tuple[str, ...] | None = None
+
+    @property
+    def documents(self) -> tuple[str, ...]:
+        return self.contexts if self.contexts is not None else (self.context,)
 
 
 class RequestError(Exception):
@@ -77,19 +84,21 @@ def _parse_item(obj: Any, index: int | None, limits: Limits) -> Item:
     for name in obj:
         if name not in FIELDS:
             raise RequestError(422, str(name), f"unknown field; expected {FIELDS}", index)
+    if ("context" in obj) == ("contexts" in obj):
+        raise RequestError(422, "context", 'give either "context" or "contexts" (a list)', index)
+    contexts = _parse_contexts(obj["contexts"], index, limits) if "contexts" in obj else None
     texts = {}
     for name, limit in (
         ("question", limits.max_question_chars),
         ("context", limits.max_context_chars),
     ):
+        if name == "context" and contexts is not None:
+            texts[name] = contexts[0]
+            continue
         value = obj.get(name)
         if name not in obj:
             raise RequestError(422, name, "field required", index)
-        problem = text_problem(value)
-        if problem is not None:
-            raise RequestError(422, name, problem, index)
-        if len(value) > limit:
-            raise RequestError(413, name, f"{len(value)} characters, the limit is {limit}", index)
+        _check_text(name, value, limit, index)
         texts[name] = value
     top_k = obj.get("top_k", 1)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= limits.max_top_k:
@@ -99,7 +108,28 @@ def _parse_item(obj: Any, index: int | None, limits: Limits) -> Item:
             f"must be an integer from 1 to {limits.max_top_k}, got {top_k!r:.40}",
             index,
         )
-    return Item(texts["question"], texts["context"], top_k)
+    return Item(texts["question"], texts["context"], top_k, contexts)
+
+
+def _check_text(name: str, value: Any, limit: int, index: int | None) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise RequestError(422, name, problem, index)
+    if len(value) > limit:
+        raise RequestError(413, name, f"{len(value)} characters, the limit is {limit}", index)
+
+
+def _parse_contexts(value: Any, index: int | None, limits: Limits) -> tuple[str, ...]:
+    """``"contexts"``: a list of 1 to ``MAX_CONTEXTS`` valid contexts."""
+    if not isinstance(value, list) or not value:
+        raise RequestError(422, "contexts", "must be a non-empty list of strings", index)
+    if len(value) > MAX_CONTEXTS:
+        raise RequestError(
+            413, "contexts", f"{len(value)} contexts, the limit is {MAX_CONTEXTS}", index
+        )
+    for i, context in enumerate(value):
+        _check_text(f"contexts[{i}]", context, limits.max_context_chars, index)
+    return tuple(value)
 
 
 def as_request_error(err: Exception, index: int | None) -> RequestError:

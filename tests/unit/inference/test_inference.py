@@ -11,13 +11,12 @@ import logging
 import math
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
 
+from helpers.scripted import TokenModel
 from qa_lightning import QuestionAnswerer, answer_question
 from qa_lightning.data.squad_json import read_squad_file
 from qa_lightning.errors import DataFormatError
@@ -34,23 +33,6 @@ CONTEXTS = [
 ]
 QUESTIONS = ["Who designed the tower?", "What is released?", "When was the program written?"]
 FILLER = "The cat sat on the mat and looked at the garden for a while. "
-
-
-class TokenModel:
-    """Scripted logits: ``peak`` on the tokens ``start_ids`` / ``end_ids``, 0 elsewhere, ``cls`` at 0."""
-
-    def __init__(
-        self, start_ids: list[int], end_ids: list[int], peak: float = 10.0, cls: float = 0
-    ):
-        self.start_ids, self.end_ids = torch.tensor(start_ids), torch.tensor(end_ids)
-        self.peak, self.cls = peak, cls
-
-    def __call__(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        ids = batch["input_ids"]
-        start = torch.isin(ids, self.start_ids).float() * self.peak
-        end = torch.isin(ids, self.end_ids).float() * self.peak
-        start[:, 0], end[:, 0] = self.cls, self.cls
-        return start, end
 
 
 @pytest.fixture(scope="module")
