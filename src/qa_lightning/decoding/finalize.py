@@ -15,11 +15,16 @@ from qa_lightning.decoding.merge import merge_candidates
 
 @dataclass
 class DecodedPredictions:
-    """Answers per question id; ``na_probs`` (score diffs) for v2.0; n-best lists when asked."""
+    """Answers per question id; ``na_probs`` (score diffs) for v2.0; n-best lists when asked.
+
+    ``spans``: per question id, the best span ``(start_char, end_char, score)`` (``(0, 0, score)``
+    when the answer is null; score ``-inf`` when there is no valid span).
+    """
 
     predictions: dict[str, str]
     na_probs: dict[str, float] | None = None
     nbest: dict[str, list[dict[str, Any]]] | None = None
+    spans: dict[str, tuple[int, int, float]] | None = None
 
 
 def _to_list(values: Tensor) -> list:
@@ -108,6 +113,8 @@ def finalize(
         rows = _to_list(has_features.nonzero().squeeze(1))
         predictions = {ids[r]: texts[r] for r in rows}
     decoded = DecodedPredictions(predictions)
+    scores = _to_list(best_score)
+    decoded.spans = {ids[r]: (starts[r], ends[r], scores[r]) for r in rows}
     if version_2:
         diffs = _to_list(score_diff)
         decoded.na_probs = {ids[r]: diffs[r] for r in rows}

@@ -85,6 +85,7 @@ class SquadMetric(Metric):
         self.gold_answers: dict[str, list[str]] = {}
         self.predictions: dict[str, str] = {}
         self.na_probs: dict[str, float] = {}
+        self.spans: dict[str, tuple[int, int, float]] = {}
 
     def set_examples(
         self,
@@ -162,6 +163,7 @@ class SquadMetric(Metric):
         )
         self.predictions = decoded.predictions
         self.na_probs = decoded.na_probs or {}
+        self.spans = decoded.spans or {}
         self._check_coverage()
         return {key: float(value) for key, value in self._score().items()}
 

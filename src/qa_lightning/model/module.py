@@ -50,6 +50,8 @@ class Evaluation:
         na_probs: ``{question_id: no-answer probability}`` (v2.0; empty for v1.1).
         partial: Lightning ran only part of the loader (sanity check, ``fast_dev_run``, limited or
             overfit batches): the figures cover the questions predicted.
+        spans: ``{question_id: (start_char, end_char, score)}`` of each best span.
+        gold_answers: ``{question_id: gold texts}`` of the predicted questions.
     """
 
     split: str
@@ -57,6 +59,8 @@ class Evaluation:
     predictions: dict[str, str]
     na_probs: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    spans: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    gold_answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -294,8 +298,15 @@ class QALightningModule(LightningModule):
         start, end = self(batch)
         if "start_positions" in batch:
             loss = self.compute_loss(batch, start, end)
-            self.log(
-                f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0)
+            self.log_dict(
+                {
+                    f"{prefix}/loss": loss,
+                    f"{prefix}/start_acc": position_accuracy(start, batch["start_positions"]),
+                    f"{prefix}/end_acc": position_accuracy(end, batch["end_positions"]),
+                },
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=start.size(0),
             )
         if prefix not in self.metrics:
             raise RuntimeError(
@@ -316,6 +327,8 @@ class QALightningModule(LightningModule):
             predictions=dict(metric.predictions),
             na_probs=dict(metric.na_probs or {}),
             partial=metric.partial,
+            spans=dict(metric.spans),
+            gold_answers={q: g for q, g in metric.gold_answers.items() if q in metric.predictions},
         )
         self.evaluations[evaluation.split] = evaluation
         for key, value in evaluation.metrics.items():
