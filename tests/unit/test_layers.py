@@ -15,6 +15,7 @@ LAYERS = (
     {"data"},
     {"decoding"},
     {"metrics"},
+    {"report"},
     {"model"},
     {"inference"},
     {"training"},
