@@ -67,12 +67,9 @@ def make_run(
     na_probs = None
     if version == "2.0":
         na_probs = {q: (1.0 if not p else -1.0) + rng.random() for q, p in predictions.items()}
-    metrics = score_predictions(
-        gold, predictions, version=version, na_probs=na_probs, na_prob_thresh=0.0
-    )
-    exact, f1 = question_scores(
-        gold, predictions, version=version, na_probs=na_probs, na_prob_thresh=0.0
-    )
+    options = {"na_probs": na_probs, "na_prob_thresh": 0.0} if na_probs else {}
+    metrics = score_predictions(gold, predictions, version=version, **options)
+    exact, f1 = question_scores(gold, predictions, version=version, **options)
     spans = {q: (0, 0, rng.uniform(0, 10)) for q in predictions}
     records = build_records(
         examples, predictions, exact=exact, f1=f1, spans=spans, na_probs=na_probs

@@ -48,7 +48,7 @@ def test_the_page_is_self_contained_and_small(v2_run):
     assert len(html.encode()) < 800_000
     for section in ("Training curves", "Headline figures", "Breakdowns", "Errors"):
         assert section in html
-    assert 'False "no answer"' in html and "False answers" in html
+    assert "False &quot;no answer&quot;" in html and "False answers" in html
 
 
 def test_error_rows_highlight_predicted_and_gold_spans(v2_run):
