@@ -185,3 +185,7 @@ def test_multirun_over_two_tiny_models_survives_a_failing_job(tiny_models, squad
     )
     for job in summary[:2]:
         assert job["metrics"] and "f1" in job["metrics"]
+    page = (sweep / "sweep_report.html").read_text()
+    assert "Failed jobs: 1" in page and "does-not-exist" in page and "<img" in page
+    for job in summary[:2]:
+        assert f"{job['metrics']['f1']:.2f}" in page

@@ -17,7 +17,7 @@ from qa_lightning.report.questions import read_records
 
 def train_minilm(shared_data: Path, root: Path, version: str, *extra: str) -> Path:
     source = shared_data / "squad" / f"dev-{version}.json.gz"
-    train_file = slice_squad(source, root / "train.json", 0, 48)
+    train_file = slice_squad(source, root / "train.json", 0, 32)
     val_file = slice_squad(source, root / "val.json", 2000, 48)
     out = root / "run"
     overrides = [
@@ -30,6 +30,7 @@ def train_minilm(shared_data: Path, root: Path, version: str, *extra: str) -> Pa
         "data.batch_size=16",
         f"paths.cache_dir={root / 'cache'}",
         "trainer=cpu",
+        "trainer.precision=32-true",  # bf16 autocast is slower on CPU for a small model
         "trainer.max_epochs=2",
         "trainer.num_sanity_val_steps=0",
         "trainer.log_every_n_steps=1",
@@ -95,7 +96,7 @@ def test_report_of_a_real_v1_run_in_chromium(v1_run, tmp_path):
     html = (v1_run / "report.html").read_text()
     assert len(html.encode()) < 1_000_000, "the page should stay a few hundred KB"
     curves = json.loads((v1_run / "curves.json").read_text())
-    assert [e["epoch"] for e in curves["epochs"]] == [0, 1] and len(curves["steps"]) >= 6
+    assert [e["epoch"] for e in curves["epochs"]] == [0, 1] and len(curves["steps"]) >= 4
     assert {"val/start_acc", "val/end_acc", "val/f1"} <= set(curves["epochs"][-1])
     records = read_records(v1_run / "questions.jsonl")
     assert len(records) == 48 and max(r["windows"] for r in records) > 1

@@ -63,6 +63,7 @@ def curves_figure(
             lr_ax.set_ylabel("learning rate")
             lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         step_ax.set_xlabel("optimizer step")
+        step_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     panels = (
         (loss_ax, "losses per epoch", (("train/loss_epoch", "train"), ("val/loss", "val"))),
         (score_ax, "validation EM / F1", (("val/exact_match", "EM"), ("val/f1", "F1"))),

@@ -87,9 +87,13 @@ def version_of(run: Mapping[str, Any]) -> str:
 
 
 def headline_rows(
-    metrics: Mapping[str, Any], intervals: Mapping[str, tuple[float, float]], version: str
+    metrics: Mapping[str, Any],
+    intervals: Mapping[str, tuple[float, float]],
+    version: str,
+    questions: int | None = None,
 ) -> tuple[list[list[Any]], list[str]]:
-    """Rows ``[figure, value, CI low, CI high, questions]`` and their ``data-key``s."""
+    """Rows ``[figure, value, CI low, CI high, questions]`` and their ``data-key``s
+    (``questions``: the count when the figures do not hold it, as v1.1's do not)."""
     rows, keys = [], []
     for key, label, ci_key in HEADLINE[version]:
         if key in metrics:
@@ -97,7 +101,9 @@ def headline_rows(
             total_key = (
                 key.split("_")[0] + "_total" if key.startswith(("HasAns", "NoAns")) else "total"
             )
-            rows.append([label, float(metrics[key]), low, high, metrics.get(total_key, "")])
+            rows.append(
+                [label, float(metrics[key]), low, high, metrics.get(total_key, questions or "")]
+            )
             keys.append(key)
     if version == "2.0":
         for key, label in (("best_exact", "best EM"), ("best_f1", "best F1")):
@@ -185,7 +191,8 @@ def _headline_section(run: Mapping[str, Any], version: str, report: RunReport) -
     metrics = run["metrics"]
     if not metrics:
         return section("Headline figures", '<p class="note">No metrics.json in this run.</p>')
-    rows, keys = headline_rows(metrics, _intervals(run, version), version)
+    count = len(run["records"]) if run["records"] else None
+    rows, keys = headline_rows(metrics, _intervals(run, version), version, count)
     headers = ["figure", "value", "95% CI low", "95% CI high", "questions"]
     report.tables["headline"] = (headers, rows)
     note = f'<p class="note">Intervals: percentile bootstrap over questions, {SAMPLES} resamples, seed {SEED}.</p>'
