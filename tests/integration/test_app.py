@@ -93,6 +93,7 @@ def test_minilm_trains_and_scored_predictions_equal_metrics(squad_files, tmp_pat
         "data.max_length=256",
     )
     metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics.pop("bootstrap")) == {"level", "samples", "seed", "exact_match", "f1"}
     assert metrics == pytest.approx(results["validation"])
     assert set(metrics) == {"exact_match", "f1"}
     capsys.readouterr()
@@ -110,6 +111,7 @@ def test_v2_run_writes_null_odds_that_the_scorer_reads(tiny_models, squad_files,
     out = tmp_path / "run"
     run_limited(tiny_models["bert"], squad_files, "v2", out, "trainer.max_epochs=1")
     metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics.pop("bootstrap")) == {"level", "samples", "seed", "exact", "f1"}
     assert {"exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1"} <= set(metrics)
     capsys.readouterr()
     scored = score_files(squad_files["v2_val"], out, capsys, na_prob=True)
@@ -183,3 +185,7 @@ def test_multirun_over_two_tiny_models_survives_a_failing_job(tiny_models, squad
     )
     for job in summary[:2]:
         assert job["metrics"] and "f1" in job["metrics"]
+    page = (sweep / "sweep_report.html").read_text()
+    assert "Failed jobs: 1" in page and "does-not-exist" in page and "<img" in page
+    for job in summary[:2]:
+        assert f"{job['metrics']['f1']:.2f}" in page

@@ -14,14 +14,16 @@ from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.hub import load_tokenizer
 from qa_lightning.model.module import QALightningModule
 from qa_lightning.paths import SAMPLE_DATA_FILE, config_dir
+from qa_lightning.report.questions import read_records
 from qa_lightning.training.callbacks.answerability import TuneAnswerability
 from qa_lightning.training.callbacks.eval_outputs import EvalOutputs
 from qa_lightning.training.callbacks.finite_loss import FiniteLossGuard
 from qa_lightning.training.callbacks.rng_state import RNGStateCheckpoint
+from qa_lightning.training.callbacks.run_report import RunReportCallback
 from qa_lightning.training.run import evaluate_splits
 from qa_lightning.utils.instantiators import instantiate_list
 
-CORE = {"finite_loss", "rng_state", "eval_outputs", "answerability"}
+CORE = {"finite_loss", "rng_state", "eval_outputs", "answerability", "run_report"}
 
 
 def callbacks_of(overrides: list[str], name: str = "train"):
@@ -53,13 +55,19 @@ def test_every_callback_has_its_file_and_the_core_stays_on():
     assert set(callbacks_of(["callbacks=[curves,lr_monitor]"])) == CORE | {"curves", "lr_monitor"}
     assert "finite_loss" not in callbacks_of(["~callbacks/core"])
     evaluation = callbacks_of(["ckpt_path=x.ckpt"], name="eval")
-    assert set(evaluation) == {"eval_outputs", "answerability"}
+    assert set(evaluation) == {"eval_outputs", "answerability", "run_report"}
     assert evaluation.answerability.tune is False  # qa-lightning-eval refits only on request
     assert callbacks_of(
         ["ckpt_path=x.ckpt", "tune_answerability=true"], name="eval"
     ).answerability.tune
     kinds = {type(cb) for cb in instantiate_list(callbacks_of(["callbacks=none"]), "callback")}
-    assert kinds == {FiniteLossGuard, RNGStateCheckpoint, EvalOutputs, TuneAnswerability}
+    assert kinds == {
+        FiniteLossGuard,
+        RNGStateCheckpoint,
+        EvalOutputs,
+        TuneAnswerability,
+        RunReportCallback,
+    }
 
 
 @pytest.fixture()
@@ -101,9 +109,16 @@ def test_eval_outputs_hold_the_final_evaluation_of_each_split(tiny_bert, sample_
     for split, prefix in (("validation", ""), ("test", "test_")):
         evaluation = module.evaluations[split]
         assert not evaluation.partial and evaluation.na_probs  # the sample is SQuAD v2.0
-        assert json.loads((out / f"{prefix}metrics.json").read_text()) == pytest.approx(
-            results[split]
-        )
+        metrics = json.loads((out / f"{prefix}metrics.json").read_text())
+        intervals = metrics.pop("bootstrap")
+        assert metrics == pytest.approx(results[split])
+        for key in ("exact", "f1"):
+            low, high = intervals[key]
+            assert low <= metrics[key] <= high
+        records = read_records(out / f"{prefix}questions.jsonl")
+        assert [r["id"] for r in records] == list(evaluation.predictions)
+        assert 100 * sum(r["f1"] for r in records) / len(records) == pytest.approx(metrics["f1"])
+        assert all(r["windows"] >= 1 and r["context_tokens"] > 0 for r in records)
         assert results[split] == evaluation.metrics
         predictions = json.loads((out / f"{prefix}predictions.json").read_text())
         assert predictions == evaluation.predictions

@@ -205,4 +205,4 @@ def test_ddp_evaluation_v1_equals_single_process(tiny_bert, files, tmp_path):
         tiny_bert, files["v1_val"], cache, tmp_path / "single", "data.max_eval_examples=40"
     )
     assert_same_evaluation(out, tmp_path / "single", files["v1_val"], count=40)
-    assert set(json.loads((out / "metrics.json").read_text())) == {"exact_match", "f1"}
+    assert set(json.loads((out / "metrics.json").read_text())) == {"exact_match", "f1", "bootstrap"}

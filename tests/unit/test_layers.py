@@ -15,6 +15,7 @@ LAYERS = (
     {"data"},
     {"decoding"},
     {"metrics"},
+    {"report"},
     {"model"},
     {"inference"},
     {"training"},
@@ -56,6 +57,6 @@ def test_every_module_imports_only_earlier_layers() -> None:
 
 
 def test_the_data_layer_imports_no_later_layer() -> None:
-    later = {"model", "decoding", "metrics", "training", "inference", "serving", "cli"}
+    later = {"model", "decoding", "metrics", "report", "training", "inference", "serving", "cli"}
     for path in (PACKAGE / "data").rglob("*.py"):
         assert not imports_of(path) & later, path

@@ -22,6 +22,8 @@ class DecodedPredictions:
     ``span_probs`` (with several spans per example): the best span's probability among the
     n-best entries (softmax over their scores, the null entry included for v2.0), the raw
     confidence that calibration (:mod:`qa_lightning.metrics.calibration`) maps to a probability.
+    ``spans``: per question id, the best span ``(start_char, end_char, score)`` (``(0, 0, score)``
+    when the answer is null; score ``-inf`` when there is no valid span).
     """
 
     predictions: dict[str, str]
@@ -29,6 +31,7 @@ class DecodedPredictions:
     nbest: dict[str, list[dict[str, Any]]] | None = None
     span_probs: dict[str, float] | None = None
     span_answers: dict[str, str] | None = None
+    spans: dict[str, tuple[int, int, float]] | None = None
 
 
 def _to_list(values: Tensor) -> list:
@@ -122,6 +125,8 @@ def finalize(
         rows = _to_list(has_features.nonzero().squeeze(1))
         predictions = {ids[r]: texts[r] for r in rows}
     decoded = DecodedPredictions(predictions)
+    scores = _to_list(best_score)
+    decoded.spans = {ids[r]: (starts[r], ends[r], scores[r]) for r in rows}
     if version_2:
         diffs = _to_list(score_diff)
         decoded.na_probs = {ids[r]: diffs[r] for r in rows}

@@ -40,6 +40,7 @@ __all__ = [
     "get_tokens",
     "load_gold",
     "normalize_answer",
+    "question_scores",
     "read_json_file",
     "score_predictions",
 ]
@@ -125,6 +126,39 @@ def score_predictions(
     if version == "2.0":
         return _score_v2(gold_answers, predictions, na_probs, na_prob_thresh)
     raise ValueError(f"version must be one of {VERSIONS}, not {version!r}")
+
+
+def question_scores(
+    gold_answers: Mapping[str, Sequence[str]],
+    predictions: Mapping[str, str],
+    *,
+    version: str,
+    na_probs: Mapping[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-question EM (0/1) and F1 (0..1) of the predicted questions, by the ``version`` rules.
+
+    Their means (x100) over every question are :func:`score_predictions`' ``exact``/``f1``
+    (v2.0 with the ``na_prob_thresh`` rule applied); a v1.1 question without a prediction is
+    left out.
+    """
+    if version == "1.1":
+        exact, f1 = {}, {}
+        for qid, golds in gold_answers.items():
+            if qid in predictions:
+                exact[qid] = float(max(exact_match_score(predictions[qid], g) for g in golds))
+                f1[qid] = float(max(f1_score(predictions[qid], g) for g in golds))
+        return exact, f1
+    if version != "2.0":
+        raise ValueError(f"version must be one of {VERSIONS}, not {version!r}")
+    gold = {qid: golds for qid, golds in gold_answers.items() if qid in predictions}
+    has_ans = {qid: bool(golds) for qid, golds in gold.items()}
+    exact_raw, f1_raw = _raw_scores_v2(gold, predictions)
+    probs = {qid: 0.0 for qid in gold} if na_probs is None else na_probs
+    return (
+        _apply_no_ans_threshold(exact_raw, probs, has_ans, na_prob_thresh),
+        _apply_no_ans_threshold(f1_raw, probs, has_ans, na_prob_thresh),
+    )
 
 
 def _score_v1(gold_answers: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict:

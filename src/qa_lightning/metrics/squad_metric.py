@@ -91,6 +91,7 @@ class SquadMetric(Metric):
         self.na_probs: dict[str, float] = {}
         self.span_probs: dict[str, float] = {}
         self.span_answers: dict[str, str] = {}
+        self.spans: dict[str, tuple[int, int, float]] = {}
 
     def set_examples(
         self,
@@ -175,6 +176,7 @@ class SquadMetric(Metric):
         self.na_probs = decoded.na_probs or {}
         self.span_probs = decoded.span_probs or {}
         self.span_answers = decoded.span_answers or {}
+        self.spans = decoded.spans or {}
         self._check_coverage()
         return {key: float(value) for key, value in self._score().items()}
 

@@ -57,6 +57,8 @@ class Evaluation:
         span_answers: v2.0: ``{question_id: the best span}`` whatever the null rule decided.
         partial: Lightning ran only part of the loader (sanity check, ``fast_dev_run``, limited or
             overfit batches): the figures cover the questions predicted.
+        spans: ``{question_id: (start_char, end_char, score)}`` of each best span.
+        gold_answers: ``{question_id: gold texts}`` of the predicted questions.
     """
 
     split: str
@@ -66,6 +68,8 @@ class Evaluation:
     partial: bool = False
     span_probs: dict[str, float] = field(default_factory=dict)
     span_answers: dict[str, str] = field(default_factory=dict)
+    spans: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    gold_answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -310,8 +314,15 @@ class QALightningModule(LightningModule):
         start, end = self(batch)
         if "start_positions" in batch:
             loss = self.compute_loss(batch, start, end)
-            self.log(
-                f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=start.size(0)
+            self.log_dict(
+                {
+                    f"{prefix}/loss": loss,
+                    f"{prefix}/start_acc": position_accuracy(start, batch["start_positions"]),
+                    f"{prefix}/end_acc": position_accuracy(end, batch["end_positions"]),
+                },
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=start.size(0),
             )
         if prefix not in self.metrics:
             raise RuntimeError(
@@ -334,6 +345,8 @@ class QALightningModule(LightningModule):
             partial=metric.partial,
             span_probs=dict(metric.span_probs),
             span_answers=dict(metric.span_answers),
+            spans=dict(metric.spans),
+            gold_answers={q: g for q, g in metric.gold_answers.items() if q in metric.predictions},
         )
         self.evaluations[evaluation.split] = evaluation
         for key, value in evaluation.metrics.items():

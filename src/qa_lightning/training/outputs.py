@@ -21,14 +21,20 @@ def write_eval_outputs(
     metrics: Mapping[str, float],
     predictions: Mapping[str, str],
     na_probs: Mapping[str, float] | None = None,
+    intervals: Mapping[str, object] | None = None,
 ) -> dict[str, Path]:
-    """Write the official-format files of one evaluated split; returns what was written."""
+    """Write the official-format files of one evaluated split; returns what was written.
+
+    ``intervals`` (bootstrap confidence intervals) go into ``metrics.json`` under ``bootstrap``,
+    after the official figures.
+    """
     output_dir = Path(output_dir)
     names = eval_file_names(split)
+    figures: dict[str, object] = {k: _number(v) for k, v in metrics.items()}
+    if intervals:
+        figures["bootstrap"] = dict(intervals)
     written = {
-        "metrics": atomic_write_json(
-            output_dir / names["metrics"], {k: _number(v) for k, v in metrics.items()}
-        ),
+        "metrics": atomic_write_json(output_dir / names["metrics"], figures),
         "predictions": atomic_write_json(output_dir / names["predictions"], dict(predictions)),
     }
     if na_probs:

@@ -14,6 +14,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+from helpers.browser import chromium_browser  # noqa: E402
 from helpers.serving import live_server  # noqa: E402
 from qa_lightning.errors import DataFormatError  # noqa: E402
 from qa_lightning.inference import QuestionAnswerer  # noqa: E402
@@ -21,16 +22,6 @@ from qa_lightning.serving.app import create_app  # noqa: E402
 from qa_lightning.serving.batcher import DynamicBatcher  # noqa: E402
 from qa_lightning.serving.requests import Item, Limits  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CONTEXT = (
     "The Normans were the people who in the 10th and 11th centuries gave their name to "
     "Normandy, a region in France. They were descended from Norse raiders and pirates from "
@@ -237,25 +228,18 @@ def test_model_side_errors(question: str, status: int, field: str) -> None:
 
 
 def test_web_page_highlights_the_answer(server: str, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     question = "Who was the leader of the Norse raiders?"
-    expected = post(server, {"question": question, "context": CONTEXT, "top_k": 3}).json()
-    best = expected["answers"][0]
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{server}/")
-            page.fill("#context", CONTEXT)
-            page.fill("#question", question)
-            page.click("#submit")
-            mark = page.wait_for_selector("#highlighted mark", timeout=20_000)
-            assert mark.text_content() == best["answer"]
-            assert page.text_content("#highlighted") == CONTEXT
-            assert f"{best['score']:.3f}" in page.text_content("#answer")
-            page.screenshot(path=str(tmp_path / "serve_web_page.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        expected = post(server, {"question": question, "context": CONTEXT, "top_k": 3}).json()
+        best = expected["answers"][0]
+        page = browser.new_page()
+        page.goto(f"{server}/")
+        page.fill("#context", CONTEXT)
+        page.fill("#question", question)
+        page.click("#submit")
+        mark = page.wait_for_selector("#highlighted mark", timeout=20_000)
+        assert mark.text_content() == best["answer"]
+        assert page.text_content("#highlighted") == CONTEXT
+        assert f"{best['score']:.3f}" in page.text_content("#answer")
+        page.screenshot(path=str(tmp_path / "serve_web_page.png"), full_page=True)
     assert (tmp_path / "serve_web_page.png").stat().st_size > 0
