@@ -80,5 +80,5 @@ def prepare_functions(
         "answer_column_name": "answers",
     }
     module = ast.Module(body=nested, type_ignores=[])
-    exec(compile(module, str(hf_example_dir() / "run_qa.py"), "exec"), namespace)  # noqa: S102
+    exec(compile(module, str(hf_example_dir() / "run_qa.py"), "exec"), namespace)
     return {name: namespace[name] for name in PREPARE_FUNCTIONS}
