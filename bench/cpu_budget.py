@@ -30,13 +30,10 @@ from typing import Any
 
 import lightning
 import torch
-from _common import emit, log, set_threads, squad_file, timed
-from cpu_quality import MAX_ANSWER, N_BEST, Progress, make_datamodule, shuffled_head, write_jsonl
-from transformers import AutoTokenizer
+from _common import emit, log, set_threads, timed
+from cpu_quality import MAX_ANSWER, N_BEST, Progress, protocol_datamodule
 
-from qa_lightning.data.sources import load_examples
 from qa_lightning.model.module import QALightningModule
-from qa_lightning.paths import minilm_dir
 from qa_lightning.utils.resolvers import fast_precision
 
 SEED, EVAL_QUESTIONS, F1_TARGET = 42, 1000, 60.0
@@ -81,18 +78,8 @@ def main() -> None:
     questions = int(budget * fps / FEATURES_PER_QUESTION / args.epochs)
     questions = max(16, min(questions, args.max_train_questions))
     log(f"budget {budget:.0f}s at {fps:.2f} features/s: {questions} questions x {args.epochs}")
-    train = shuffled_head(load_examples(squad_file("train-v1.1.reconstructed.json.gz")), questions)
-    dev = shuffled_head(load_examples(squad_file("dev-v1.1.json.gz")), args.eval_questions)
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
     with tempfile.TemporaryDirectory(prefix="qa_cpu_budget_") as tmp:
-        root = Path(tmp)
-        dm = make_datamodule(
-            tok,
-            write_jsonl(train, root / "train.jsonl"),
-            write_jsonl(dev, root / "dev.jsonl"),
-            root / "cache",
-            "default",
-        )
+        dm, train, dev = protocol_datamodule(Path(tmp), questions, args.eval_questions, "default")
         _, tokenize_seconds = timed(lambda: dm.setup("fit"))
         lightning.seed_everything(SEED, verbose=False)
         module = QALightningModule(
