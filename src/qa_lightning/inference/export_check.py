@@ -114,4 +114,5 @@ def check_export(
                 key = f"latency_ms_batch{batch}"
                 row[f"speedup_batch{batch}"] = fp32[key] / row[key]
     result["threads"] = {"torch": torch.get_num_threads(), "cpus": os.cpu_count()}
+    result["load_average"] = list(os.getloadavg())  # latencies are only as quiet as the machine
     return result
