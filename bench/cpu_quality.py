@@ -99,6 +99,26 @@ def make_datamodule(
     )
 
 
+def protocol_datamodule(
+    root: Path, train_questions: int, eval_questions: int, batching: str, seed: int = SEED
+) -> tuple[SquadDataModule, datasets.Dataset, datasets.Dataset]:
+    """The protocol's selection (first ``train_questions`` / ``eval_questions`` after the seeded
+    shuffle) written under ``root`` and its datamodule (feature cache under ``root/cache``)."""
+    train = shuffled_head(
+        load_examples(squad_file("train-v1.1.reconstructed.json.gz")), train_questions
+    )
+    dev = shuffled_head(load_examples(squad_file("dev-v1.1.json.gz")), eval_questions)
+    dm = make_datamodule(
+        AutoTokenizer.from_pretrained(minilm_dir()),
+        write_jsonl(train, root / "train.jsonl"),
+        write_jsonl(dev, root / "dev.jsonl"),
+        root / "cache",
+        batching,
+        seed,
+    )
+    return dm, train, dev
+
+
 class Progress(lightning.Callback):
     """A stderr line every ``every`` training steps (the progress bar is off)."""
 
@@ -173,20 +193,9 @@ def main() -> None:
         # True fp32 on the GPU: no TF32 in matmuls or cuDNN convolutions.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    train_all = load_examples(squad_file("train-v1.1.reconstructed.json.gz"))
-    dev_all = load_examples(squad_file("dev-v1.1.json.gz"))
-    train = shuffled_head(train_all, args.train_questions)
-    dev = shuffled_head(dev_all, args.eval_questions)
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
     with tempfile.TemporaryDirectory(prefix="qa_cpu_quality_") as tmp:
-        root = Path(tmp)
-        dm = make_datamodule(
-            tok,
-            write_jsonl(train, root / "train.jsonl"),
-            write_jsonl(dev, root / "dev.jsonl"),
-            root / "cache",
-            args.batching,
-            args.seed,
+        dm, train, dev = protocol_datamodule(
+            Path(tmp), args.train_questions, args.eval_questions, args.batching, args.seed
         )
         _, tokenize_seconds = timed(lambda: dm.setup("fit"))
         n_train, n_eval = len(dm.features("train")), len(dm.features("validation"))

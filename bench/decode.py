@@ -10,13 +10,17 @@ padded by ``QACollator``; ``--order file`` keeps the file order instead. The ref
 feature's row of logits (padding included) in feature order. ``project_seconds`` covers
 everything from the batches of logits to the answers. Both produce answers only; the ``nbest``
 entry times both producing the n-best lists as well. ``agreement`` is the fraction of questions
-with the same answer.
+with the same answer. ``utils_qa`` times Hugging Face's ``postprocess_qa_predictions`` (loaded from
+``../shared/reference/hf_qa_example/``; it always builds n-best lists) on the same logits, rows
+padded with -1e4 past each feature's length, once; ``speedup_vs_utils_qa`` is its time over the
+project's, for both paths.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 from typing import Any
 
 import numpy as np
@@ -79,6 +83,33 @@ def reference_decode(
     )
 
 
+def utils_qa_inputs(batches: list[dict], columns: dict[str, list], features: list[dict]) -> tuple:
+    """``postprocess_qa_predictions``'s arguments: examples, features (offsets ``None`` outside
+    the context) and stacked logits padded with -1e4 past each feature's own length."""
+    import datasets
+
+    starts, ends = reference.logits_by_feature(batches)
+    width = max(len(row) for row in starts)
+    logits = np.full((2, len(starts), width), -1e4, dtype=np.float32)
+    hf_features = []
+    for i, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        logits[0, i, :n], logits[1, i, :n] = starts[i][:n], ends[i][:n]
+        offsets = [None if o[0] < 0 else tuple(o) for o in feature["offset_mapping"]]
+        example_id = columns["id"][feature["example_index"]]
+        hf_features.append({"example_id": example_id, "offset_mapping": offsets})
+    examples = datasets.Dataset.from_dict({"id": columns["id"], "context": columns["context"]})
+    return examples, hf_features, (logits[0], logits[1])
+
+
+def utils_qa_decode(inputs: tuple) -> dict[str, str]:
+    """Hugging Face's ``postprocess_qa_predictions`` (n_best 20, max_answer_length 30)."""
+    from helpers.hf_reference import utils_qa
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    return utils_qa().postprocess_qa_predictions(*inputs, n_best_size=20, max_answer_length=30)
+
+
 def agreement(ours: dict[str, str], theirs: dict[str, str]) -> float:
     return sum(ours.get(qid) == answer for qid, answer in theirs.items()) / len(theirs)
 
@@ -121,6 +152,16 @@ def main() -> None:
         "order": args.order,
         "mean_padded_length": float(np.mean([b["input_ids"].shape[1] for b in batches])),
     }
+    from helpers.hf_reference import missing_reason
+
+    hf_seconds = None
+    if missing_reason():
+        log(f"utils_qa skipped: {missing_reason()}")
+    else:
+        log("decoding with HF utils_qa.postprocess_qa_predictions")
+        inputs = utils_qa_inputs(batches, columns, features)
+        hf_answers, hf_seconds = best_of(lambda: utils_qa_decode(inputs), 1)
+        result["utils_qa_seconds"] = hf_seconds
     for with_nbest in (False, True):
         log(f"decoding, n-best lists: {with_nbest}")
         theirs, ref_seconds = best_of(
@@ -135,6 +176,9 @@ def main() -> None:
             "speedup": ref_seconds / seconds,
             "agreement": agreement(ours.predictions, theirs[0]),
         }
+        if hf_seconds is not None:
+            timings["speedup_vs_utils_qa"] = hf_seconds / seconds
+            timings["utils_qa_agreement"] = agreement(ours.predictions, hf_answers)
         if with_nbest:
             timings["nbest_agreement"] = nbest_agreement(ours.nbest, theirs[2])
             result["nbest"] = timings

@@ -1,0 +1,55 @@
+"""int8 dynamic quantization for CPU inference: of an exported ONNX model, or of a torch module.
+
+``quantize_onnx(dir)`` rewrites ``dir/model.onnx`` with onnxruntime's dynamic quantization
+(``onnxruntime.quantization.quantize_dynamic``: int8 weights of the MatMul/Gemm nodes, activations
+quantized per batch at run time), atomically, and records it in ``export.json``. Nothing else
+changes: ``QuestionAnswerer.from_pretrained(dir)`` runs the int8 model like the fp32 one.
+``quantize_torch(module)`` is torch's own dynamic quantization of the ``nn.Linear`` layers
+(``torch.ao.quantization.quantize_dynamic``), for comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qa_lightning.inference.onnx import INFO_FILE, ONNX_FILE, require_onnxruntime
+from qa_lightning.utils.io import atomic_write_json
+
+QUANTIZE_CHOICES = ("int8",)
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def quantize_onnx(export_dir: str | Path, mode: str = "int8") -> Path:
+    """Replace ``export_dir/model.onnx`` by its int8 dynamic quantization; returns the model path."""
+    if mode not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {mode!r}")
+    require_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    export_dir = Path(export_dir)
+    model = export_dir / ONNX_FILE
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: not found (export the model first)")
+    tmp = model.with_name(f".{ONNX_FILE}.int8.tmp")
+    quantize_dynamic(
+        str(model), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS
+    )
+    os.replace(tmp, model)
+    info_path = export_dir / INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info["quantization"] = {"mode": "int8-dynamic", "tool": "onnxruntime", "ops": QUANTIZED_OPS}
+    atomic_write_json(info_path, info)
+    return model
+
+
+def quantize_torch(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with its ``nn.Linear`` layers dynamically quantized to int8 (CPU)."""
+    return torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(module).eval(), {nn.Linear}, dtype=torch.qint8
+    )
