@@ -38,7 +38,9 @@ class AnswerabilityRules:
             handle_impossible_answer = bool(tuned is not None and tuned.version_2)
         if null_threshold is None:
             null_threshold = tuned.null_threshold if tuned is not None and tuned.version_2 else 0.0
-        has_calibrators = tuned is not None and tuned.top_span is not None
+        has_calibrators = tuned is not None and (
+            tuned.top_span is not None or tuned.has_answer is not None
+        )
         if calibrated and not has_calibrators:
             raise ValueError(
                 "calibrated=True needs a model with tuned calibrators (answerability.json)"
