@@ -10,7 +10,7 @@ absent). Reports requests per second, p50/p99 latency and the mean batch size th
 this machine's cores: compare the two modes, not absolute figures.
 
 ``--overload`` runs the admission test instead, against one batched server with a bounded queue
-(``--max-queue``): it measures the capacity (closed loop, 32 clients), the latency at half of it
+(``--max-queue``): it measures the capacity (closed loop, min(32, max-queue) clients), the latency at half of it
 (open loop: the unloaded p99), then offers 4x the capacity (open loop) and reports the admitted
 requests' p99 against 2x the unloaded one, the share refused with 503, and the accounting: every
 request sent got exactly one response, and every admitted item was run once or dropped once
@@ -237,8 +237,9 @@ def overload(pairs: list[dict[str, str]], args: argparse.Namespace) -> dict[str,
     try:
         wait_ready(proc, url)
         asyncio.run(load(url, pairs, 4, 2.0, 40))  # warm-up
-        capacity = asyncio.run(load(url, pairs, 32, args.seconds, args.max_requests))
-        log(f"capacity (closed loop, 32 clients): {rounded(capacity, 1)}")
+        clients = min(32, args.max_queue)  # more would be refused (503) and not measure capacity
+        capacity = asyncio.run(load(url, pairs, clients, args.seconds, args.max_requests))
+        log(f"capacity (closed loop, {clients} clients): {rounded(capacity, 1)}")
         rps = capacity["rps"]
         unloaded = asyncio.run(open_loop(url, pairs, rps / 2, args.seconds, args.max_requests))
         log(f"unloaded (0.5x capacity): {rounded(unloaded, 1)}")

@@ -53,10 +53,11 @@ def run(tmp_path, data_file, full_error: bool = False) -> subprocess.CompletedPr
     ("name", "content", "message"),
     [
         ("noid.jsonl", json.dumps(RECORD) + "\n", "field 'id': line 1 has no 'id'"),
-        (
+        pytest.param(
             "cut.json.gz",
             gzip.compress(json.dumps(NESTED).encode())[:-30],
             "corrupt or truncated gzip",
+            marks=pytest.mark.slow,
         ),
     ],
 )
