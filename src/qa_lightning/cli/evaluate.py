@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from qa_lightning.cli.task import task_wrapper
+from qa_lightning.cli.task import exit_on_project_error, task_wrapper
 from qa_lightning.paths import config_dir
 from qa_lightning.training.run import evaluate_checkpoint
 
@@ -19,7 +19,8 @@ run = task_wrapper(evaluate_checkpoint)
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``python -m qa_lightning.cli.evaluate`` and ``qa-lightning-eval``."""
-    run(cfg)
+    with exit_on_project_error():
+        run(cfg)
 
 
 if __name__ == "__main__":

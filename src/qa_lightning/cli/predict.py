@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from qa_lightning.cli.task import task_wrapper
+from qa_lightning.cli.task import exit_on_project_error, task_wrapper
 from qa_lightning.data.sources import load_examples
 from qa_lightning.errors import QALightningError
 from qa_lightning.inference import QuestionAnswerer
@@ -62,7 +62,8 @@ run = task_wrapper(answer_questions)
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``python -m qa_lightning.cli.predict`` and ``qa-lightning-predict``."""
-    run(cfg)
+    with exit_on_project_error():
+        run(cfg)
 
 
 if __name__ == "__main__":

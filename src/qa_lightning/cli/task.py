@@ -41,12 +41,13 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | 
     """``task(cfg)`` with the checks and fault isolation every entry point shares.
 
     Returns the task's result; in a multirun, ``None`` for a job that failed (recorded in its
-    ``failure.json``). A single run re-raises.
+    ``failure.json``). A single run re-raises: the command-line ``main`` functions turn a project
+    error into its message alone (:func:`exit_on_project_error`); library callers get the error.
     """
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T | None:
-        with exit_on_project_error(), guard_multirun_job(cfg) as outcome:
+        with guard_multirun_job(cfg) as outcome:
             check_required(cfg)
             set_models_dir(cfg.paths.get("models_dir"))
             if cfg.get("keep_freed_memory", True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from qa_lightning.cli.task import task_wrapper
+from qa_lightning.cli.task import exit_on_project_error, task_wrapper
 from qa_lightning.paths import config_dir
 from qa_lightning.training.run import optimized_value, train_and_evaluate
 
@@ -20,7 +20,8 @@ run = task_wrapper(train_and_evaluate)
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Entry point of ``python -m qa_lightning`` and the ``qa-lightning`` console script."""
-    return optimized_value(cfg, run(cfg))
+    with exit_on_project_error():
+        return optimized_value(cfg, run(cfg))
 
 
 if __name__ == "__main__":
