@@ -136,9 +136,9 @@ class QuestionAnswerer:
         For a model that handles impossible answers, ``""`` (``"document": None``) is the
         answer only when no document answers; its score is then the lowest no-answer score.
         """
-        if (context is None) == (contexts is None):
-            raise ValueError("give either context or contexts=[...]")
-        if contexts is None:
+        if context is not None and contexts is not None:
+            raise ValueError("give either context or contexts=[...], not both")
+        if contexts is None:  # a missing context is a DataFormatError naming the field
             return self([question], [context], top_k=top_k, **options)[0]
         if isinstance(contexts, str) or not contexts:
             raise ValueError("contexts must be a non-empty list of strings")
