@@ -253,7 +253,12 @@ def sweep_job(cfg: DictConfig) -> Iterator[None]:
     """Around one job on every rank: the rank record, failure reporting, clean job ends."""
     child = is_sweep_child()
     if not (child or in_multirun()):
-        yield
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:  # a single run's W&B run ends with it: the next run in this process gets its own
+            _finish_wandb_run(failed)
         return
     rank = rank_zero_only.rank
     ranks_dir = Path(cfg.paths.output_dir) / "ranks"

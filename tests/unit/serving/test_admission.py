@@ -191,7 +191,7 @@ def test_sigterm_drains_in_flight_requests_then_stops() -> None:
             assert [f.result().json()["answers"][0]["answer"] for f in in_flight] == ["Rollo"] * 2
         wait_until(lambda: srv.should_exit)
         assert srv._captured_signals == []  # nothing re-raised: the process exits 0
-    assert answerer.questions == ["q1", "q2"]
+    assert sorted(answerer.questions) == ["q1", "q2"]  # both answered; concurrent, so any order
 
 
 def test_metrics_parse_with_prometheus_client() -> None:
