@@ -231,7 +231,9 @@ class QALightningModule(LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.hparams.optimizer)
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        scaled = isinstance(plugin, MixedPrecision) and plugin.scaler is not None
+        optimizer = build_optimizer(self.model, self.hparams.optimizer, prefer_fused=not scaled)
         if self.hparams.scheduler is None:
             return optimizer
         total = self.trainer.estimated_stepping_batches

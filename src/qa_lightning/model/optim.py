@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 from torch import nn
@@ -91,11 +92,45 @@ def from_spec(spec: FactorySpec) -> functools.partial:
     return functools.partial(get_object(target), **plain)
 
 
-def build_optimizer(model: nn.Module, optimizer: FactorySpec) -> Optimizer:
-    """``optimizer(param_groups(model, weight_decay))``, ``weight_decay`` read from the factory."""
+_FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_by_default(factory: functools.partial, params: list[nn.Parameter]) -> bool:
+    """Whether to give ``fused=True`` to an Adam/AdamW factory that chose no implementation.
+
+    torch picks the per-parameter for-loop on CPU when neither ``fused`` nor ``foreach`` is
+    given; its fused kernel is about 6x faster there for MiniLM's 22.6M parameters (and the
+    Hugging Face ``Trainer`` uses it by default). Only for plain floating-point tensors on CPU or
+    CUDA (not sharded ``DTensor`` parameters)."""
+    chosen = {"fused", "foreach", "differentiable"} & set(factory.keywords)
+    return (
+        factory.func in _FUSED_OPTIMIZERS
+        and not chosen
+        and bool(params)
+        and all(
+            type(p.data) is torch.Tensor
+            and p.dtype.is_floating_point
+            and p.device.type in _FUSED_DEVICES
+            for p in params
+        )
+    )
+
+
+def build_optimizer(
+    model: nn.Module, optimizer: FactorySpec, prefer_fused: bool = True
+) -> Optimizer:
+    """``optimizer(param_groups(model, weight_decay))``, ``weight_decay`` read from the factory;
+    Adam/AdamW get torch's fused kernel unless the factory chose an implementation (see
+    :func:`fused_by_default`) or ``prefer_fused`` is false (fp16 with a gradient scaler, where
+    Lightning cannot clip gradients of an optimizer that unscales them itself)."""
     factory = from_spec(optimizer)
     weight_decay = float(factory.keywords.get("weight_decay", 0.0))
-    return factory(param_groups(model, weight_decay))
+    groups = param_groups(model, weight_decay)
+    params = [p for group in groups for p in group["params"]]
+    if prefer_fused and fused_by_default(factory, params):
+        return factory(groups, fused=True)
+    return factory(groups)
 
 
 def linear_warmup_decay(

@@ -337,6 +337,47 @@ def test_linear_warmup_then_decay_to_zero_at_last_step():
         linear_warmup_decay(optimizer, 10, warmup_steps=1, warmup_ratio=0.1)
 
 
+def test_adam_gets_the_fused_kernel_unless_an_implementation_is_chosen(backbones):
+    """torch's default AdamW on CPU is a per-parameter loop (about 6x slower for MiniLM)."""
+    model = load_qa_model(backbones["bert"])
+    adamw = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+    assert build_optimizer(model, adamw).defaults["fused"] is True
+    assert build_optimizer(model, {**adamw, "_target_": "torch.optim.Adam"}).defaults["fused"]
+    for chosen in ({"fused": False}, {"fused": None}, {"foreach": True}):
+        assert not build_optimizer(model, {**adamw, **chosen}).defaults["fused"], chosen
+    assert not build_optimizer(model, adamw, prefer_fused=False).defaults["fused"]
+    sgd = build_optimizer(model, {"_target_": "torch.optim.SGD", "lr": 0.1})
+    assert sgd.defaults["fused"] is None  # only Adam/AdamW are given the fused kernel
+
+    fused, plain = (build_optimizer(model, {**adamw, "fused": choice}) for choice in (True, False))
+    model.zero_grad()
+    for param in model.parameters():
+        param.grad = torch.full_like(param, 0.01)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    fused.step()
+    after_fused = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(before[name])
+    plain.step()
+    for name, param in model.named_parameters():  # the same update either way
+        torch.testing.assert_close(param, after_fused[name])
+
+
+def test_no_fused_optimizer_under_a_gradient_scaler(backbones):
+    """fp16 with a scaler: Lightning cannot clip for an optimizer that unscales itself."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    module = QALightningModule(backbones["bert"], scheduler=None)
+    scaler = torch.amp.GradScaler("cpu")
+    module._trainer = SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu", scaler))
+    assert not module.configure_optimizers().defaults["fused"]
+    module._trainer = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))
+    assert module.configure_optimizers().defaults["fused"] is True
+
+
 # ------------------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize("family", FAMILIES)
 def test_checkpoint_loads_offline_without_the_model_directory(
