@@ -212,6 +212,7 @@ def create_app(
             "service_time": {
                 "per_batch_ms": 1000 * batcher.service.per_batch_s,
                 "per_item_ms": 1000 * batcher.service.per_item_s,
+                "overrun": batcher.service.overrun,
                 "batches_seen": batcher.service.batches,
             },
             "predicted_ms": _ms(batcher.predicted_s()),

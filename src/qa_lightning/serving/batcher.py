@@ -183,7 +183,8 @@ class DynamicBatcher:
         """Predicted seconds until a request of ``documents`` documents admitted now would be
         answered: the rest of the running batch, then the waiting documents and its own in
         batches of at most ``batch_limit()`` and ``max_batch_size``, plus one batch-filling
-        wait. ``None`` before the first batch (no estimate yet)."""
+        wait; batch times by ``ServiceTime.predict_high`` (a high quantile, not the mean).
+        ``None`` before the first batch (no estimate yet)."""
         if not self.service.ready:
             return None
         now = asyncio.get_running_loop().time()
@@ -191,7 +192,7 @@ class DynamicBatcher:
         ahead = self.waiting_documents + documents
         batches = math.ceil(ahead / min(self.max_batch_size, self.batch_limit() or ahead))
         service = batches * self.service.per_batch_s + ahead * self.service.per_item_s
-        return running + self.max_wait_s + service
+        return running + self.max_wait_s + service * self.service.tail_factor
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
@@ -209,7 +210,7 @@ class DynamicBatcher:
             batch = live
             documents = sum(len(entry.item.documents) for entry in batch)
             began = loop.time()
-            self._busy_until = began + self.service.predict(documents)
+            self._busy_until = began + self.service.predict_high(documents)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._answer_batch, [entry.item for entry in batch]

@@ -97,6 +97,22 @@ def test_refused_at_once_when_predicted_past_the_target_admitted_when_not() -> N
     assert model.sizes == [1, 1]  # "c" never reached the model
 
 
+def test_the_prediction_takes_the_high_estimate() -> None:
+    """Batches ran past the fit lately (r.m.s. overrun 0.5): the prediction doubles."""
+    service = FixedServiceTime(0, 10)
+    service.overrun = 0.5
+
+    async def scenario() -> tuple[float | None, int | None]:
+        batcher = DynamicBatcher(
+            Model(), max_wait_ms=0, latency_target_ms=45_000, service_time=service
+        )
+        return batcher.predicted_s(2), batcher.batch_limit()
+
+    predicted, limit = asyncio.run(scenario())
+    assert predicted == pytest.approx(40)  # 2 documents, 10 s each, times 1 + 2 * 0.5
+    assert limit == 2  # 45 s / 2 = 22.5 s: two documents of 10 s
+
+
 def test_an_idle_server_admits_even_past_the_target() -> None:
     """No work queued or running: admitted, so the estimate can learn that the model got faster."""
     model = Model()
@@ -193,7 +209,12 @@ def test_health_and_metrics_show_the_estimate() -> None:
     with TestClient(app) as client:
         health = client.get("/health").json()
         assert health["latency_target_ms"] == 250
-        assert health["service_time"] == {"per_batch_ms": 0, "per_item_ms": 0, "batches_seen": 0}
+        assert health["service_time"] == {
+            "per_batch_ms": 0,
+            "per_item_ms": 0,
+            "overrun": 0,
+            "batches_seen": 0,
+        }
         assert health["predicted_ms"] is None
         for _ in range(2):
             assert client.post("/answer", json={"question": "q", "context": "c"}).status_code == 200

@@ -49,6 +49,25 @@ def test_the_estimate_follows_a_change_of_speed() -> None:
     assert service.per_item_s == pytest.approx(0.04, rel=0.01)
 
 
+def test_overruns_widen_the_high_estimate_then_fade() -> None:
+    service = ServiceTime(alpha=0.5)
+    for n in (1, 2, 4, 1, 2, 4):
+        service.observe(n, 0.02 * n)
+    assert service.overrun == pytest.approx(0.0, abs=1e-9)
+    assert service.predict_high(4) == pytest.approx(service.predict(4))
+    service.observe(2, 0.12)  # three times the 40 ms predicted: the machine stalled
+    assert service.overrun == pytest.approx((0.5 * 2.0**2) ** 0.5)  # r.m.s. of one overrun of 2
+    assert service.predict_high(2) == pytest.approx(service.predict(2) * (1 + 2 * service.overrun))
+    wide = service.overrun
+    for n in (1, 2, 4) * 4:
+        service.observe(n, service.predict(n))  # on time again
+    assert service.overrun < wide / 10
+    early = ServiceTime()
+    early.observe(1, 0.01)
+    early.observe(1, 0.001)  # faster than predicted: no overrun
+    assert early.overrun == 0.0
+
+
 def test_largest_batch_within_a_budget() -> None:
     service = ServiceTime()
     service.observe(1, 0.03)
@@ -56,6 +75,8 @@ def test_largest_batch_within_a_budget() -> None:
     assert service.largest_batch(0.075) == 3
     assert service.largest_batch(0.069) == 2
     assert service.largest_batch(0.001) == 1  # never below one
+    service.overrun = 0.5  # high estimate twice the fit: half the budget
+    assert service.largest_batch(0.150) == 3
 
 
 def test_invalid_observations_and_alpha() -> None:
