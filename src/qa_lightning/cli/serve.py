@@ -65,10 +65,27 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout-s", type=float, default=30.0, help="deadline of a request; past it, 504"
     )
     parser.add_argument(
+        "--latency-target-ms",
+        type=_positive_ms,
+        default=None,
+        help="refuse (503) a request predicted to be answered later than this, and cap batches "
+        "to it (default: off, only --max-queue bounds admission)",
+    )
+    parser.add_argument(
         "--grace-s", type=float, default=30.0, help="on SIGTERM/SIGINT, time to finish in flight"
     )
     parser.add_argument("--log-level", default="info")
     return parser
+
+
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of milliseconds, got {text}")
+    return value
 
 
 def public_model_name(path: str | Path, config: Any) -> str:
@@ -137,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
         model_load_s=load_s,
+        latency_target_ms=args.latency_target_ms,
     )
     config = uvicorn.Config(
         app,

@@ -11,9 +11,11 @@ runs them in a worker thread. ``GET /health`` reports status and counters (open 
 filesystem path); ``GET /metrics`` is Prometheus text; ``GET /`` is a small web page.
 
 With API keys, ``/answer`` and ``/metrics`` need ``Authorization: Bearer KEY`` (401 otherwise).
-Admission is bounded (503 with ``Retry-After`` when the queue is full, 504 past the deadline,
-408 for a body not received within it); while draining (``begin_drain``), new requests get 503
-and ``/health`` says ``draining``. Needs the ``serve`` extra.
+Admission is bounded (503 with ``Retry-After`` when the queue is full or, with
+``latency_target_ms``, when the answer is predicted later than that; 504 past the deadline, 408
+for a body not received within it). A request to be refused is refused before its body is read.
+While draining (``begin_drain``), new requests get 503 and ``/health`` says ``draining``. Needs
+the ``serve`` extra.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ async def _read_body(request: Request, limit: int) -> Any:
         raise RequestError(422, "body", f"not valid JSON: {err}") from err
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def create_app(
     answer: AnswerFn,
     *,
@@ -89,6 +99,7 @@ def create_app(
     max_queue: int = 256,
     timeout_s: float = 30.0,
     model_load_s: float | None = None,
+    latency_target_ms: float | None = None,
 ) -> FastAPI:
     """The FastAPI application around ``answer`` (a ``QuestionAnswerer`` or the same signature).
 
@@ -102,9 +113,25 @@ def create_app(
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
         timeout_s=timeout_s,
+        latency_target_ms=latency_target_ms,
     )
     metrics = ServerMetrics(lambda: batcher.waiting, model_load_s)
     batcher.on_batch = metrics.batch_size.observe
+    metrics.gauge(
+        "qa_service_seconds_per_batch",
+        "Estimated fixed model time of a batch (fit over recent batches)",
+        lambda: batcher.service.per_batch_s,
+    )
+    metrics.gauge(
+        "qa_service_seconds_per_item",
+        "Estimated model time per document of a batch (fit over recent batches)",
+        lambda: batcher.service.per_item_s,
+    )
+    metrics.gauge(
+        "qa_predicted_latency_seconds",
+        "Predicted time to answer one question admitted now (NaN before the first batch)",
+        lambda: _or_nan(batcher.predicted_s()),
+    )
     state = ServerState()
     page = WEB_PAGE.read_text(encoding="utf-8")
     started = time.time()
@@ -141,6 +168,8 @@ def create_app(
                 raise RequestError(401, "authorization", "missing or wrong API key (Bearer)")
             if path == "/answer" and state.draining:
                 raise Overloaded("server is shutting down; try another instance", 1)
+            if path == "/answer":
+                batcher.check_admission()  # at least one item: refused before its body is read
         except RequestError as err:
             response = await _rejected(request, err)
         else:
@@ -179,6 +208,16 @@ def create_app(
             "max_wait_ms": batcher.max_wait_s * 1000,
             "max_queue": batcher.max_queue,
             "timeout_s": batcher.timeout_s,
+            "latency_target_ms": _ms(batcher.latency_target_s),
+            "service_time": {
+                "per_batch_ms": 1000 * batcher.service.per_batch_s,
+                "per_item_ms": 1000 * batcher.service.per_item_s,
+                "overrun": batcher.service.overrun,
+                "batches_seen": batcher.service.batches,
+            },
+            "predicted_ms": _ms(batcher.predicted_s()),
+            "batch_limit": batcher.batch_limit(),
+            "refused_late": batcher.refused_late,
             "queued": batcher.waiting,
             "in_flight": state.in_flight,
             "batches": batcher.batches,

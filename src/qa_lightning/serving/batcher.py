@@ -3,7 +3,11 @@
 No web framework here: the batcher takes ``Item``s and returns answers (or the item's error).
 Admission is bounded: a request whose items do not fit in the queue is refused at once
 (``Overloaded``), and every admitted request has a deadline (``DeadlineExceeded``) past which
-its items are dropped from the batches still to run.
+its items are dropped from the batches still to run. With a latency target, admission is also
+bounded in time: a running estimate of the model's service time (``ServiceTime``) predicts when
+a new request would be answered (the batch running now, the work queued ahead, its own share),
+and a request predicted past the target is refused at once; batches are capped to what the
+target allows.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from qa_lightning.inference.answerability import answer_documents
 from qa_lightning.serving.requests import AnswerFn, Answers, Item, RequestError
+from qa_lightning.serving.service_time import ServiceTime
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,12 @@ class DynamicBatcher:
     A batch opens with the first waiting item and closes after ``max_wait_ms`` or at
     ``max_batch_size`` items; ``max_batch_size=1`` answers every item on its own. Items waiting
     while the model runs make up the next batch at once.
+
+    ``latency_target_ms`` (off when ``None``) bounds admission in time: a request whose predicted
+    answer time (``predicted_s``) exceeds it is refused with ``Overloaded``, and a batch holds no
+    more documents than the model is predicted to answer within it. A request that finds no
+    work queued or running is always admitted, so the estimate keeps learning even when the
+    target is below what the model can do.
     """
 
     def __init__(
@@ -61,6 +73,8 @@ class DynamicBatcher:
         timeout_s: float = 30.0,
         retry_after_s: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        latency_target_ms: float | None = None,
+        service_time: ServiceTime | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -68,6 +82,8 @@ class DynamicBatcher:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if latency_target_ms is not None and not latency_target_ms > 0:
+            raise ValueError(f"latency_target_ms must be > 0, got {latency_target_ms}")
         self.answer = answer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(max_wait_ms, 0.0) / 1000
@@ -79,6 +95,12 @@ class DynamicBatcher:
         self.items = 0
         self.dropped = 0
         self.waiting = 0  # admitted items not yet taken into a batch
+        self.waiting_documents = 0  # their documents (``Item.documents``): the model's work
+        self.latency_target_s = None if latency_target_ms is None else latency_target_ms / 1000
+        self.service = service_time or ServiceTime()
+        self.refused_late = 0  # refused because predicted past the latency target
+        self._busy_until: float | None = None  # predicted end of the batch running now
+        self._carry: _Pending | None = None  # taken, but over the last batch's cap: next batch
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -101,23 +123,21 @@ class DynamicBatcher:
         """Answers to ``items`` in order, or the exception an item raised.
 
         Each item is batched with others independently.
-        Raises ``Overloaded`` at once when the queue cannot take all of them, and
+        Raises ``Overloaded`` at once when the queue cannot take all of them or they are
+        predicted past the latency target (``check_admission``), and
         ``DeadlineExceeded`` when they are not answered within ``timeout_s``; the unanswered
         items are then dropped from the batches still to run.
         """
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() has not been awaited")
-        if self.waiting + len(items) > self.max_queue:
-            raise Overloaded(
-                f"server busy: {self.waiting} items queued, the limit is {self.max_queue}",
-                self.retry_after_s,
-            )
+        self.check_admission(len(items), sum(len(item.documents) for item in items))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         pending = [_Pending(item, loop.create_future(), deadline) for item in items]
         for entry in pending:
             self._queue.put_nowait(entry)
         self.waiting += len(pending)
+        self.waiting_documents += sum(len(entry.item.documents) for entry in pending)
         gathered = asyncio.gather(*(entry.future for entry in pending), return_exceptions=True)
         try:
             return list(await asyncio.wait_for(asyncio.shield(gathered), self.timeout_s))
@@ -128,6 +148,51 @@ class DynamicBatcher:
                 if not entry.future.done():
                     entry.future.cancel()  # dropped from any batch not yet run
                 self._unqueue(entry)  # no longer holds a place in the queue
+
+    def check_admission(self, items: int = 1, documents: int = 1) -> None:
+        """Raise ``Overloaded`` when a request of ``items`` items (``documents`` documents) is
+        to be refused now. Cheap: the app calls it before reading a body, then again after."""
+        if self.waiting + items > self.max_queue:
+            raise Overloaded(
+                f"server busy: {self.waiting} items queued, the limit is {self.max_queue}",
+                self.retry_after_s,
+            )
+        if self.latency_target_s is None or self._idle():
+            return
+        predicted = self.predicted_s(documents)
+        if predicted is None or predicted <= self.latency_target_s:
+            return
+        self.refused_late += 1
+        raise Overloaded(
+            f"server busy: answer predicted in {predicted * 1000:.0f} ms, "
+            f"the latency target is {self.latency_target_s * 1000:g} ms",
+            max(self.retry_after_s, math.ceil(predicted - self.latency_target_s)),
+        )
+
+    def _idle(self) -> bool:
+        return self.waiting == 0 and self._busy_until is None
+
+    def batch_limit(self) -> int | None:
+        """Documents one batch may hold under the latency target (at least 1: a single item
+        with more documents still runs alone), or ``None`` without a target or an estimate."""
+        if self.latency_target_s is None or not self.service.ready:
+            return None
+        return self.service.largest_batch(self.latency_target_s - self.max_wait_s)
+
+    def predicted_s(self, documents: int = 1) -> float | None:
+        """Predicted seconds until a request of ``documents`` documents admitted now would be
+        answered: the rest of the running batch, then the waiting documents and its own in
+        batches of at most ``batch_limit()`` and ``max_batch_size``, plus one batch-filling
+        wait; batch times by ``ServiceTime.predict_high`` (a high quantile, not the mean).
+        ``None`` before the first batch (no estimate yet)."""
+        if not self.service.ready:
+            return None
+        now = asyncio.get_running_loop().time()
+        running = 0.0 if self._busy_until is None else max(0.0, self._busy_until - now)
+        ahead = self.waiting_documents + documents
+        batches = math.ceil(ahead / min(self.max_batch_size, self.batch_limit() or ahead))
+        service = batches * self.service.per_batch_s + ahead * self.service.per_item_s
+        return running + self.max_wait_s + service * self.service.tail_factor
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
@@ -143,9 +208,16 @@ class DynamicBatcher:
             if not live:
                 continue
             batch = live
-            results = await loop.run_in_executor(
-                self._executor, self._answer_batch, [entry.item for entry in batch]
-            )
+            documents = sum(len(entry.item.documents) for entry in batch)
+            began = loop.time()
+            self._busy_until = began + self.service.predict_high(documents)
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._answer_batch, [entry.item for entry in batch]
+                )
+            finally:
+                self._busy_until = None
+            self.service.observe(documents, loop.time() - began)
             self.batches += 1
             self.items += len(batch)
             if self.on_batch is not None:
@@ -162,23 +234,31 @@ class DynamicBatcher:
         if entry.queued:
             entry.queued = False
             self.waiting -= 1
+            self.waiting_documents -= len(entry.item.documents)
 
     async def _collect(
         self, queue: asyncio.Queue[_Pending], loop: asyncio.AbstractEventLoop
     ) -> list[_Pending]:
-        batch = [await queue.get()]
+        first, self._carry = self._carry, None
+        batch = [await queue.get() if first is None else first]
+        documents, limit = len(batch[0].item.documents), self.batch_limit()
         deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
+        while len(batch) < self.max_batch_size and (limit is None or documents < limit):
             if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+                entry = queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    entry = await asyncio.wait_for(queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            if limit is not None and documents + len(entry.item.documents) > limit:
+                self._carry = entry  # first of the next batch
                 break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except asyncio.TimeoutError:
-                break
+            batch.append(entry)
+            documents += len(entry.item.documents)
         return batch
 
     def _answer_batch(self, items: list[Item]) -> list[Answers | Exception]:

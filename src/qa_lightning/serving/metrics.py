@@ -14,7 +14,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 class ServerMetrics:
     """Request counts by route and status, latency and batch size histograms, queue depth and
-    the model's load time."""
+    the model's load time; ``gauge`` adds values read at each scrape."""
 
     def __init__(self, queue_depth: Callable[[], float], model_load_s: float | None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -44,6 +44,10 @@ class ServerMetrics:
         )
         if model_load_s is not None:
             self.model_load.set(model_load_s)
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge whose value is ``read()`` at each scrape."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
 
     def observe(self, route: str, status: int, seconds: float | None = None) -> None:
         self.requests.labels(route=route, status=str(status)).inc()
