@@ -251,7 +251,7 @@ class SquadDataModule(LightningDataModule):
             "doc_stride": self.doc_stride,
         }
         return cached_features(
-            features_key(examples, self.tokenizer, **params),
+            features_key(examples, self.tokenizer, self.input_layout, **params),
             self.cache_dir if self.use_cache else None,
             partial(self._build_features, split, examples),
             ExamplesRecord.of(examples),
