@@ -74,6 +74,33 @@ def file_run_overrides(model: Path, files: dict[str, Path], cache: Path, batch: 
     ]
 
 
+def resume_run_overrides(
+    model: Path,
+    files: dict[str, Path],
+    cache: Path,
+    out: Path,
+    *,
+    trainer: str,
+    batch: int,
+    every: int,
+) -> list[str]:
+    """Overrides of the runs the resume tests compare: :func:`file_run_overrides` on ``trainer``,
+    2 deterministic epochs, a checkpoint every ``every`` steps, no console callbacks, the
+    training recorded in ``out/training.json`` (``helpers.reliability.RecordTraining``)."""
+    return [
+        f"trainer={trainer}",
+        *file_run_overrides(model, files, cache, batch=batch),
+        "trainer.max_epochs=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.deterministic=true",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        f"checkpoint_every_n_steps={every}",
+        "+callbacks.record._target_=helpers.reliability.RecordTraining",
+        f"+callbacks.record.path={out / 'training.json'}",
+    ]
+
+
 def texts_of(path: Path, limit: int = 400) -> list[str]:
     """Contexts and questions of an official-layout file, to train tiny tokenizers on."""
     data = read_json_file(path)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers import TESTS_DIR
-from helpers.app import slice_squad
+from helpers.app import resume_run_overrides, slice_squad
 
 EVERY = 2  # checkpoint_every_n_steps; 64 questions / (2 ranks x 4) -> 8+ steps an epoch
 
@@ -42,23 +42,7 @@ def ddp_run(model: Path, files, cache: Path, out: Path, *extra: str) -> subproce
         sys.executable,
         "-m",
         "qa_lightning",
-        "trainer=ddp_sim",
-        f"model.pretrained={model}",
-        "data=files",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['val']}",
-        "data.max_length=128",
-        "data.doc_stride=48",
-        "data.batch_size=4",
-        f"paths.cache_dir={cache}",
-        "trainer.max_epochs=2",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.deterministic=true",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
-        f"checkpoint_every_n_steps={EVERY}",
-        "+callbacks.record._target_=helpers.reliability.RecordTraining",
-        f"+callbacks.record.path={out / 'training.json'}",
+        *resume_run_overrides(model, files, cache, out, trainer="ddp_sim", batch=4, every=EVERY),
         f"hydra.run.dir={out}",
         *extra,
     ]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import REPO, TESTS_DIR
-from helpers.app import compose_run_cfg, file_run_overrides, slice_squad, v1_train_val
+from helpers.app import compose_run_cfg, resume_run_overrides, slice_squad, v1_train_val
 from helpers.tokenizers import minilm_tokenizer
 from qa_lightning.cli import train
 from qa_lightning.data.loader import ResumableDataLoader
@@ -49,16 +49,7 @@ def overrides(
     model: Path, files: dict[str, Path], cache: Path, out: Path, *extra: str
 ) -> list[str]:
     return [
-        *file_run_overrides(model, files, cache, batch=8),
-        "trainer=cpu",
-        "trainer.max_epochs=2",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.deterministic=true",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
-        f"checkpoint_every_n_steps={EVERY}",
-        "+callbacks.record._target_=helpers.reliability.RecordTraining",
-        f"+callbacks.record.path={out / 'training.json'}",
+        *resume_run_overrides(model, files, cache, out, trainer="cpu", batch=8, every=EVERY),
         *extra,
     ]
 

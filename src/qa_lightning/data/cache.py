@@ -1,7 +1,8 @@
 """On-disk cache of tokenized features, keyed on the rows used, the tokenizer and the parameters.
 
 The key (:func:`features_key`) hashes the examples actually tokenized (:func:`dataset_digest`),
-the tokenizer (:func:`tokenizer_digest`), every parameter and :data:`FEATURES_VERSION`. Each
+the tokenizer (:func:`tokenizer_digest`), the question/context layout (every field of
+:class:`~qa_lightning.data.features.InputLayout`), every parameter and :data:`FEATURES_VERSION`. Each
 entry also records what it was built from (:class:`ExamplesRecord`: the number of examples and
 a digest of their ids) and how many features it holds. Loading checks that record against the
 examples at hand (and an optional ``check`` of the features); an entry that does not match or
@@ -26,11 +27,14 @@ import tokenizers
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
+from qa_lightning.data.features import InputLayout
+
 log = logging.getLogger(__name__)
 
 # Bump when feature preparation or the key changes, so stale caches are never reused.
 # 2: keys hash the rows used (1 gave every contiguous subset of a file the whole file's key).
-FEATURES_VERSION = 2
+# 3: keys hash the InputLayout's fields instead of the tokenizer's padding side.
+FEATURES_VERSION = 3
 RECORD_FILE = "qa_lightning_entry.json"
 
 FeatureCheck = Callable[[datasets.Dataset], "str | None"]
@@ -105,10 +109,11 @@ def rows_digest(ds: datasets.Dataset) -> str:
 
 
 def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Hash of everything about a tokenizer that changes its output."""
+    """Hash of everything about a tokenizer that changes its (unpadded) output. The padding side
+    changes features only through the question/context order, which the key takes from the
+    :class:`InputLayout`."""
     h = hashlib.sha256()
     h.update(type(tokenizer).__name__.encode())
-    h.update(tokenizer.padding_side.encode())
     h.update(tokenizer.truncation_side.encode())
     h.update(tokenizers.__version__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -118,12 +123,18 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     return h.hexdigest()
 
 
-def features_key(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, **params: object) -> str:
-    """Cache key of the features of ``ds`` tokenized by ``tokenizer`` with ``params``."""
+def features_key(
+    ds: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    layout: InputLayout,
+    **params: object,
+) -> str:
+    """Cache key of the features of ``ds`` tokenized by ``tokenizer`` in ``layout`` with ``params``."""
     h = hashlib.sha256()
     h.update(dataset_digest(ds).encode())
     h.update(tokenizer_digest(tokenizer).encode())
-    h.update(json.dumps({"version": FEATURES_VERSION, **params}, sort_keys=True).encode())
+    keyed = {"version": FEATURES_VERSION, "layout": asdict(layout), **params}
+    h.update(json.dumps(keyed, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 

@@ -251,7 +251,7 @@ class SquadDataModule(LightningDataModule):
             "doc_stride": self.doc_stride,
         }
         return cached_features(
-            features_key(examples, self.tokenizer, **params),
+            features_key(examples, self.tokenizer, self.input_layout, **params),
             self.cache_dir if self.use_cache else None,
             partial(self._build_features, split, examples),
             ExamplesRecord.of(examples),
@@ -279,8 +279,13 @@ class SquadDataModule(LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Load (download once, where the source is the hub) and tokenize into the cache: rank 0 only."""
-        for split, examples in self._load_all_examples().items():
+        """Load (download once, where the source is the hub) and tokenize into the cache: rank 0
+        only. Without the cache (``use_cache=False``) there is nothing to fill: features made here
+        would be thrown away, so only :meth:`setup` tokenizes (each split once, on every rank)."""
+        loaded = self._load_all_examples()
+        if not self.use_cache:
+            return
+        for split, examples in loaded.items():
             self.tokenize(split, examples)
 
     def setup(self, stage: str | None = None) -> None:

@@ -8,6 +8,7 @@ with it off, whatever ``max_eval_examples`` ran before.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from qa_lightning.data.cache import (
     features_key,
 )
 from qa_lightning.data.datamodule import SquadDataModule
+from qa_lightning.data.features import InputLayout, prepare_train_features
 from qa_lightning.data.sources import load_examples, records_to_dataset
 from qa_lightning.data.splits import split_examples
 from qa_lightning.paths import minilm_dir
@@ -81,9 +83,18 @@ def rows(features: Examples) -> dict[str, list]:
     return features.with_format(None).to_dict()
 
 
-def key_of(split: str, examples: Examples, tokenizer: PreTrainedTokenizerBase, **options) -> str:
+def key_of(
+    split: str,
+    examples: Examples,
+    tokenizer: PreTrainedTokenizerBase,
+    layout: InputLayout | None = None,
+    **options,
+) -> str:
+    """The key the datamodule gives (its layout is the tokenizer's unless ``layout`` is given)."""
     params = {"max_length": MAX_LENGTH, "doc_stride": STRIDE, **options}
-    return features_key(examples, tokenizer, kind="train" if split == "train" else "eval", **params)
+    layout = layout or InputLayout.of(tokenizer)
+    kind = "train" if split == "train" else "eval"
+    return features_key(examples, tokenizer, layout, kind=kind, **params)
 
 
 def subsets(examples: Examples) -> dict[str, Examples]:
@@ -127,6 +138,33 @@ def test_every_tokenizer_and_parameter_has_its_own_key(examples, minilm, tiny_be
         "stride 32": key_of("validation", head, minilm, doc_stride=32),
     }
     assert len(set(keys.values())) == len(keys), keys
+
+
+def changed(value: object) -> object:
+    """Another value of a layout field."""
+    if isinstance(value, bool):
+        return not value
+    raise AssertionError(f"changed() knows no other value of {value!r}: teach it this field's type")
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(InputLayout)])
+def test_layouts_differing_in_one_field_get_different_keys(examples, minilm, field):
+    head = examples.select(range(64))
+    layout = InputLayout.of(minilm)
+    other = dataclasses.replace(layout, **{field: changed(getattr(layout, field))})
+    assert key_of("train", head, minilm, layout) != key_of("train", head, minilm, other)
+
+
+def test_the_key_follows_the_layout_not_the_padding_side(examples, minilm):
+    """Features are tokenized unpadded: a tokenizer padding on the other side makes the same
+    features in the same layout, and gets the same key."""
+    head = examples.select(range(32))
+    left = AutoTokenizer.from_pretrained(minilm_dir(), padding_side="left")
+    layout = InputLayout.of(minilm)
+    assert key_of("train", head, left, layout) == key_of("train", head, minilm, layout)
+    batch = head[:]
+    built = [prepare_train_features(batch, t, MAX_LENGTH, STRIDE, layout) for t in (minilm, left)]
+    assert built[0] == built[1]
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])
