@@ -1,13 +1,12 @@
 """The n-best span search on CPU in numpy: the same spans, in the same order, as the torch search.
 
 :func:`~qa_lightning.decoding.spans.top_spans` keeps the best ``num_spans`` valid spans among
-the top ``k`` starts x top ``k`` ends. On CPU most of its time went to ``torch.topk`` and to the
-many small ops on the ``[B, k, k]`` pair scores; here the top ``k`` of a row is a threshold
-(``np.partition``'s ``k``-th value: about 3x cheaper than ``topk``) whose selected positions come
-out in index order, then a stable sort of just those ``k`` values. Rows where the threshold
-selects more than ``k`` positions (the ``k``-th value is tied) fall back to a stable sort of the
-whole row. Invalid pairs get distinct sentinels below every float32 value, so that the pair
-threshold stays exact and ``np.partition`` stays fast (it slows down badly on many equal values).
+the top ``k`` starts x top ``k`` ends. On CPU most of its time went to ``torch.topk`` (whose
+order of equal values is unspecified, hence a tie check and re-sorts) and to the many ops on the
+``[B, k, k]`` pair scores. Here every value of a row becomes a distinct int64 key that sorts as a
+stable descending sort ranks the values (value first, then position), so one ``np.partition``
+(SIMD on x86) and a sort of the ``k`` chosen keys give exactly the stable top ``k``, ties and
+``-inf`` included, with no check and no fallback.
 """
 
 from __future__ import annotations
@@ -16,35 +15,27 @@ import numpy as np
 
 from qa_lightning.decoding.candidates import NEG_INF
 
-_SENTINEL_STEP = -1e39
-"""Invalid pair ``i`` of a row scores ``(i + 1) * _SENTINEL_STEP`` (float64): below every float32."""
+_POSITION_BITS = 32
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
 
 
-def stable_top(values: np.ndarray, k: int, *, exact_ties_only: bool = False) -> np.ndarray:
+def descending_keys(values: np.ndarray) -> np.ndarray:
+    """Int64 keys of float32 ``values`` ``[B, L]``: ascending keys are descending values, equal
+    values (``-0.0`` and ``0.0`` too) by ascending position; the low 32 bits are the position."""
+    bits = (values.astype(np.float32, copy=False) + np.float32(0.0)).view(np.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # ascending ints = ascending floats
+    positions = np.arange(values.shape[1], dtype=np.int64)
+    return (~ordered).astype(np.int64) << _POSITION_BITS | positions
+
+
+def stable_top(values: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` largest values of each row, largest first, as a stable sort ranks
-    them (equal values by position). ``k`` must not exceed the row length.
-
-    Rows whose ``k``-th value is tied with a value outside the top ``k`` are sorted whole; so are
-    rows whose ``k``-th value is ``-inf``, unless ``exact_ties_only`` (the caller then does not
-    care which ``-inf`` positions are chosen, nor in which order).
-    """
-    rows, length = values.shape
-    if k >= length:
-        return np.argsort(-values, axis=1, kind="stable")
-    kth = np.partition(values, length - k, axis=1)[:, length - k, None]
-    chosen = values >= kth
-    exact = np.count_nonzero(chosen, axis=1) == k
-    if not exact_ties_only:
-        exact &= kth[:, 0] > NEG_INF
-    if exact.all():
-        top = np.nonzero(chosen)[1].reshape(rows, k)
-    else:
-        top = np.empty((rows, k), dtype=np.intp)
-        settled, other = np.flatnonzero(exact), np.flatnonzero(~exact)
-        top[settled] = np.nonzero(chosen[settled])[1].reshape(len(settled), k)
-        top[other] = np.argsort(-values[other], axis=1, kind="stable")[:, :k]
-    top_values = np.take_along_axis(values, top, 1)
-    return np.take_along_axis(top, np.argsort(-top_values, axis=1, kind="stable"), 1)
+    them (equal values by position): ``np.argsort(-values, kind="stable")[:, :k]``, faster."""
+    keys = descending_keys(values)
+    if k < keys.shape[1]:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys.sort(axis=1)
+    return (keys & _POSITION_MASK).astype(np.intp)
 
 
 def _row_take(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -83,14 +74,12 @@ def top_spans_numpy(
     valid = length.astype(np.uintp) < max_len  # 0 <= length < max_len (negatives wrap around)
     if start_bound is not None and end_bound is not None:
         valid &= _row_take(start_bound, starts)[:, :, None] < _row_take(end_bound, ends)[:, None, :]
-    valid &= pairs > NEG_INF
-    sentinels = (np.arange(1, k * k + 1) * _SENTINEL_STEP)[None, :]
-    keyed = np.where(valid.reshape(rows, -1), pairs.reshape(rows, -1), sentinels)
+    pairs = np.where(valid, pairs, NEG_INF).reshape(rows, -1)
     width = min(num_spans, k * k)
-    best = stable_top(keyed, width, exact_ties_only=True)
-    empty = ~_row_take(valid.reshape(rows, -1), best)
+    best = stable_top(pairs, width)
+    scores = _row_take(pairs, best)
+    empty = scores == NEG_INF
     rank_start, rank_end = best // k, best % k
-    scores = np.where(empty, NEG_INF, _row_take(keyed, best)).astype(np.float32)
     out = (
         scores,
         np.where(empty, -1, _row_take(starts, rank_start)),
