@@ -89,7 +89,9 @@ def _nbest_lists(
     counts = np.count_nonzero(keep, axis=1).tolist()
     starts, ends = starts[keep].tolist(), ends[keep].tolist()
     per_entry = chain.from_iterable(map(repeat, contexts, counts))  # each entry's context
-    texts = [context[start:end] for context, start, end in zip(per_entry, starts, ends)]
+    texts = [
+        context[start:end] for context, start, end in zip(per_entry, starts, ends, strict=True)
+    ]
     entries = [
         {"text": text, "score": score, "probability": prob, "start": start, "end": end}
         for text, score, prob, start, end in zip(

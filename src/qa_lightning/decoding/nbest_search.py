@@ -23,9 +23,14 @@ def descending_keys(values: np.ndarray) -> np.ndarray:
     """Int64 keys of float32 ``values`` ``[B, L]``: ascending keys are descending values, equal
     values (``-0.0`` and ``0.0`` too) by ascending position; the low 32 bits are the position."""
     bits = (values.astype(np.float32, copy=False) + np.float32(0.0)).view(np.int32)
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # ascending ints = ascending floats
-    positions = np.arange(values.shape[1], dtype=np.int64)
-    return (~ordered).astype(np.int64) << _POSITION_BITS | positions
+    flip = bits >> 31
+    flip &= 0x7FFFFFFF
+    bits ^= flip  # ascending ints = ascending floats
+    np.invert(bits, out=bits)  # ascending ints = descending floats
+    keys = bits.astype(np.int64)
+    keys <<= _POSITION_BITS
+    keys |= np.arange(values.shape[1], dtype=np.int64)
+    return keys
 
 
 def stable_top(values: np.ndarray, k: int) -> np.ndarray:
@@ -71,7 +76,7 @@ def top_spans_numpy(
     masked_end = np.where(_row_take(allowed, ends), end_logit, NEG_INF)
     pairs = masked_start[:, :, None] + masked_end[:, None, :]
     length = ends[:, None, :] - starts[:, :, None]
-    valid = length.astype(np.uintp) < max_len  # 0 <= length < max_len (negatives wrap around)
+    valid = length.view(np.uintp) < max_len  # 0 <= length < max_len (negatives wrap around)
     if start_bound is not None and end_bound is not None:
         valid &= _row_take(start_bound, starts)[:, :, None] < _row_take(end_bound, ends)[:, None, :]
     pairs = np.where(valid, pairs, NEG_INF).reshape(rows, -1)
