@@ -4,11 +4,11 @@ Decodes the same random logits (fixed seed) of the real SQuAD v1.1 dev features 
 questions; MiniLM tokenizer, max_length 384, doc_stride 128) in one process with: the plain
 reference loop of ``tests/helpers/reference_decode.py``; Hugging Face's
 ``postprocess_qa_predictions`` (``utils_qa``, loaded from ``../shared/reference/hf_qa_example/``;
-it always builds n-best lists); and the
-project's ``StreamingDecoder`` (candidates batch by batch, then merge and finalize: the path
-evaluation and ``QuestionAnswerer`` run too). Batches are what the evaluation loop produces by
+it always builds n-best lists); and the project's ``StreamingDecoder`` (candidates batch by
+batch, then merge and finalize: the path evaluation and ``QuestionAnswerer`` run too). Batches are what the evaluation loop produces by
 default: features sorted by length (longest first), padded by ``QACollator`` (padded positions
-get logits -1e4: evaluation masks them too); ``--order file`` keeps the file order. Each path runs ``--repeats`` times; every figure is the median.
+get logits -1e4: evaluation masks them too); ``--order file`` keeps the file order. Each path
+runs ``--repeats`` times; every figure is the median.
 
 Top level: the answer path (answers only). ``nbest``: the n-best path (``with_nbest=True``, each
 question's list of up to 20 entries ``{"text", "score", "probability", "start", "end"}``), timed
@@ -20,8 +20,8 @@ reference's n-best list (texts, scores, offsets; probabilities within 1e-6).
 ``output_dir``): texts, scores (its ``start_logit + end_logit`` in float32) and probabilities
 (within 1e-6), in order; it has no character offsets. ``lists_seconds``: building just the
 returned dicts from ready Python columns (slice each text, one dict per entry, one list per
-question): no decoder that returns these dicts can be faster, so ``speedup_bound`` (reference
-over it) bounds ``speedup``. ``load_average_start`` and ``load_average`` (at the end) tell how busy
+question), the part of ``project_seconds`` that no decoder returning these dicts avoids;
+``speedup_bound`` (reference over it) is the most ``speedup`` could reach. ``load_average_start`` and ``load_average`` (at the end) tell how busy
 the shared machine was; ``load_note`` says so when it was above 1.5.
 """
 

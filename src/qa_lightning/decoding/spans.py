@@ -56,16 +56,16 @@ def top_spans(
 ) -> TokenSpans:
     """The ``num_spans`` best valid spans among the top ``k`` starts x top ``k`` ends.
 
-    On CPU the search runs in numpy (:func:`~qa_lightning.decoding.nbest_search.top_spans_numpy`,
-    several times faster, same spans); ``use_numpy=False`` keeps it in torch.
+    On CPU the search runs in numpy (:func:`~qa_lightning.decoding.nbest_search.top_spans_numpy`:
+    the same spans, about 1.5x faster on evaluation batches); ``use_numpy=False`` keeps it in torch.
     """
     if use_numpy and start_logits.device.type == "cpu":
         bounds = (rules.start_bound, rules.end_bound)
         if rules.start_bound is None or rules.end_bound is None:
             bounds = (None, None)
         found = top_spans_numpy(
-            start_logits.float().numpy(),
-            end_logits.float().numpy(),
+            start_logits.detach().float().numpy(),
+            end_logits.detach().float().numpy(),
             rules.allowed.numpy(),
             *(None if bound is None else bound.numpy() for bound in bounds),
             k,
