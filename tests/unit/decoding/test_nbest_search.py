@@ -64,7 +64,8 @@ def test_numpy_search_equals_the_torch_search(
 ) -> None:
     """Every field of every slot, empty slots included; padding masked (lowest float) or joined
     (``-inf``) too, so rows hold fewer real tokens than ``k``."""
-    for batch in _batches(shared_data, low, seed=11):
+    batches = _batches(shared_data, low, seed=11)
+    for batch in batches[:2] if k >= 96 else batches:  # k = L: 96 x 96 pairs a row, fewer rows
         offsets = batch["offset_mapping"]
         starts, ends = batch["start_logits"], batch["end_logits"]
         masked = mask_padding(starts, batch["attention_mask"])
