@@ -68,7 +68,9 @@ def top_spans_numpy(
     then end rank (a stable sort of the flattened ``[k, k]`` pairs). Empty slots (fewer valid
     spans, or a ``-inf`` score) score ``-inf``, with tokens ``-1`` and logits ``-inf``.
     """
-    rows = len(start_logits)
+    rows, length = start_logits.shape
+    if not 1 <= k <= length:
+        raise ValueError(f"k must be between 1 and the row length {length}, got {k}")
     starts, ends = stable_top(start_logits, k), stable_top(end_logits, k)
     start_logit, end_logit = _row_take(start_logits, starts), _row_take(end_logits, ends)
     # Disallowed tokens become -inf logits: their pairs then score -inf, hence invalid.
@@ -79,7 +81,7 @@ def top_spans_numpy(
     valid = length.view(np.uintp) < max_len  # 0 <= length < max_len (negatives wrap around)
     if start_bound is not None and end_bound is not None:
         valid &= _row_take(start_bound, starts)[:, :, None] < _row_take(end_bound, ends)[:, None, :]
-    pairs = np.where(valid, pairs, NEG_INF).reshape(rows, -1)
+    pairs = np.where(valid, pairs, NEG_INF).reshape(rows, k * k)
     width = min(num_spans, k * k)
     best = stable_top(pairs, width)
     scores = _row_take(pairs, best)

@@ -227,3 +227,16 @@ def test_nbest_lists_only_for_questions_with_features(shared_data: Path) -> None
         for qid, entries in decoded.nbest.items():
             context = data.contexts[data.ids.index(qid)]
             assert entries and all(context[e["start"] : e["end"]] == e["text"] for e in entries)
+
+
+def test_numpy_search_with_no_rows_and_a_too_large_k() -> None:
+    offsets = torch.tensor([[(-1, -1), (0, 3), (4, 7), (8, 9)]])
+    logits = torch.tensor([[0.0, 2.0, 1.0, 3.0]])
+    for rows in (0, 1):
+        rules = offset_rules(offsets[:rows])
+        ours = top_spans(logits[:rows], logits[:rows], rules, 4, 20, 30, use_numpy=True)
+        theirs = top_spans(logits[:rows], logits[:rows], rules, 4, 20, 30, use_numpy=False)
+        assert ours.scores.shape == (rows, 20)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    with pytest.raises(ValueError, match="row length 4, got 5"):
+        top_spans(logits, logits, offset_rules(offsets), 5, 20, 30, use_numpy=True)
