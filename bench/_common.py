@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import resource
+import statistics
 import sys
 import threading
 import time
@@ -69,6 +70,16 @@ def best_of(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
         result, seconds = timed(fn)
         best = min(best, seconds)
     return result, best
+
+
+def median_of(fn: Callable[[], T], repeats: int) -> tuple[T, float, list[float]]:
+    """The result of the last call, the median seconds over ``repeats`` calls, and every call's."""
+    runs = []
+    result: Any = None
+    for _ in range(repeats):
+        result, seconds = timed(fn)
+        runs.append(seconds)
+    return result, statistics.median(runs), runs
 
 
 def current_rss_mb() -> float:

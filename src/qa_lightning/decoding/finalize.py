@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -70,24 +72,38 @@ def _nbest_table(
 
 def _nbest_lists(
     merged: SpanCandidates,
-    rows: Sequence[int],
+    has_features: Tensor,
     ids: Sequence[str],
     contexts: Sequence[str],
     version_2: bool,
     null_score_diff_threshold: float,
 ) -> dict[str, list[dict[str, Any]]]:
+    """``{id: entries}`` for the examples with features, built from the flat kept entries.
+
+    Each kept entry's values are read once (one ``tolist`` per field over all entries), each
+    context is sliced once per entry, and each example's list is a slice of the flat list.
+    """
     table = _nbest_table(merged, version_2, null_score_diff_threshold)
-    scores, starts, ends, keep, probs = map(_to_list, table)
-    nbest = {}
+    scores, starts, ends, keep, probs = (field.cpu().numpy() for field in table)
+    keep &= has_features.cpu().numpy()[:, None]
+    counts = np.count_nonzero(keep, axis=1).tolist()
+    starts, ends = starts[keep].tolist(), ends[keep].tolist()
+    per_entry = chain.from_iterable(map(repeat, contexts, counts))  # each entry's context
+    texts = [
+        context[start:end] for context, start, end in zip(per_entry, starts, ends, strict=True)
+    ]
+    entries = [
+        {"text": text, "score": score, "probability": prob, "start": start, "end": end}
+        for text, score, prob, start, end in zip(
+            texts, scores[keep].tolist(), probs[keep].tolist(), starts, ends, strict=True
+        )
+    ]
+    rows = np.flatnonzero(has_features.cpu().numpy()).tolist()
+    nbest, first = {}, 0
     for r in rows:
-        context = contexts[r]
-        nbest[ids[r]] = [
-            {"text": context[s:e], "score": sc, "probability": p, "start": s, "end": e}
-            for sc, s, e, p, kept in zip(
-                scores[r], starts[r], ends[r], probs[r], keep[r], strict=True
-            )
-            if kept
-        ]
+        last = first + counts[r]
+        nbest[ids[r]] = entries[first:last]
+        first = last
     return nbest
 
 
@@ -135,7 +151,7 @@ def finalize(
         decoded.span_answers = {ids[r]: contexts[r][span_starts[r] : span_ends[r]] for r in rows}
     if with_nbest:
         decoded.nbest = _nbest_lists(
-            merged, rows, ids, contexts, version_2, null_score_diff_threshold
+            merged, has_features, ids, contexts, version_2, null_score_diff_threshold
         )
     if merged.scores.shape[1] > 1:
         probs = _to_list(_best_span_probs(merged, version_2))

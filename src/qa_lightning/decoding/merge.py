@@ -29,29 +29,72 @@ def merge_candidates(
     Rows sharing a ``feature_index`` are the same feature and count once. Returns the merged
     candidates (``num_examples`` rows, ``null_score`` ``+inf`` for examples without features)
     and a boolean mask of the examples that had at least one feature.
+
+    An example with one feature whose row is sorted best first and holds distinct character
+    spans (most examples: contexts are mostly shorter than one window) takes that row as it is,
+    which is what the general merge (:func:`_merge_rows`) gives it; only the others are merged.
     """
     if candidates.scores.shape[1] == 1:
         return _merge_single_spans(candidates, example_index.long(), feature_index, num_examples)
     order = _unique_features(example_index, feature_index)
     features = candidates.select(order)
     examples = example_index[order].long()
+    counts = _example_counts(examples, num_examples)
+    num_slots = features.scores.shape[1]
+    merged = {
+        name: getattr(features, name).new_full((num_examples, num_slots), fill)
+        for name, fill in SLOT_FILLS.items()
+    }
+    alone = (counts[examples] == 1) & _sorted_distinct_rows(features)
+    if bool(alone.any()):
+        rows = examples[alone]
+        for name in SLOT_FILLS:
+            merged[name][rows] = getattr(features, name)[alone]
+    if not bool(alone.all()):
+        rest = (~alone).nonzero().squeeze(1)
+        _merge_rows(features.select(rest), examples[rest], merged)
+    null = _min_null_scores(features.null_score, examples, num_examples)
+    return SpanCandidates(**merged, null_score=null), counts > 0
+
+
+def _sorted_distinct_rows(features: SpanCandidates) -> Tensor:
+    """Rows whose scores never rise and whose valid slots hold distinct character spans."""
+    scores = features.scores
+    ordered = (scores[:, 1:] <= scores[:, :-1]).all(1)
+    valid = scores > NEG_INF
+    width = int(features.end_char.max()) + 2 if features.end_char.numel() else 1
+    keys = features.start_char.long() * width + features.end_char.long()
+    slots = torch.arange(scores.shape[1], device=scores.device)
+    keys = torch.where(valid, keys, -1 - slots).sort(1).values  # empty slots: distinct keys
+    return ordered & (keys[:, 1:] != keys[:, :-1]).all(1)
+
+
+def _merge_rows(features: SpanCandidates, examples: Tensor, merged: dict[str, Tensor]) -> None:
+    """Write each example's best ``K`` spans over its rows (grouped by example, in feature order)
+    into its row of ``merged``: a stable sort by score, the repeated spans dropped first."""
     num_slots = features.scores.shape[1]
     flat_examples = examples.repeat_interleave(num_slots)
     flat = _without_repeated_spans(features, flat_examples)
     by_score = torch.sort(flat["scores"], descending=True, stable=True).indices
     grouped = by_score[torch.sort(flat_examples[by_score], stable=True).indices]
     slot_examples = flat_examples[grouped]
-    counts = _example_counts(examples, num_examples)
+    counts = torch.bincount(examples, minlength=len(merged["scores"]))
     group_start = torch.cumsum(counts * num_slots, 0) - counts * num_slots
     rank = torch.arange(len(grouped), device=grouped.device) - group_start[slot_examples]
     keep = rank < num_slots
     rows, cols, source = slot_examples[keep], rank[keep], grouped[keep]
-    merged = {}
-    for name, fill in SLOT_FILLS.items():
-        merged[name] = flat[name].new_full((num_examples, num_slots), fill)
+    for name in SLOT_FILLS:
         merged[name][rows, cols] = flat[name][source]
-    null = _min_null_scores(features.null_score, examples, num_examples)
-    return SpanCandidates(**merged, null_score=null), counts > 0
+
+
+def _span_groups(flat_examples: Tensor, start_char: Tensor, end_char: Tensor) -> Tensor:
+    """The same number for the slots of the same (example, start, end), distinct otherwise."""
+    starts, ends = start_char.long() + 1, end_char.long() + 1  # empty slots' -1 becomes 0
+    width = int(ends.max()) + 1 if len(ends) else 1
+    if (int(flat_examples.max()) + 1) * width * width < 2**62:
+        return torch.unique((flat_examples * width + starts) * width + ends, return_inverse=True)[1]
+    keys = torch.stack([flat_examples, starts, ends], 1)
+    return torch.unique(keys, dim=0, return_inverse=True)[1]
 
 
 def _without_repeated_spans(features: SpanCandidates, flat_examples: Tensor) -> dict[str, Tensor]:
@@ -66,8 +109,7 @@ def _without_repeated_spans(features: SpanCandidates, flat_examples: Tensor) -> 
     valid = scores > NEG_INF
     if not bool(valid.any()):
         return flat
-    keys = torch.stack([flat_examples, flat["start_char"].long(), flat["end_char"].long()], 1)
-    _, group = torch.unique(keys, dim=0, return_inverse=True)
+    group = _span_groups(flat_examples, flat["start_char"], flat["end_char"])
     best = scores.new_full((int(group.max()) + 1,), NEG_INF)
     best = best.scatter_reduce(0, group, scores, reduce="amax")
     is_best = valid & (scores == best[group])
