@@ -81,6 +81,27 @@ def check_has_weights(directory: str | os.PathLike[str], name: str | None = None
     )
 
 
+def fit_per_layer_windows(
+    pretrained: str | os.PathLike[str] | None,
+    overrides: dict[str, Any] | None,
+    *,
+    trust_remote_code: bool = False,
+) -> dict[str, Any] | None:
+    """``overrides`` plus an ``attention_window`` of the new depth when they change a Longformer's
+    ``num_hidden_layers`` but not its per-layer windows: the first windows are kept (or the last
+    repeated), where transformers would refuse a list of the old length when building the model."""
+    if not overrides or "num_hidden_layers" not in overrides or "attention_window" in overrides:
+        return overrides
+    base = load_config(pretrained, {}, trust_remote_code=trust_remote_code) if pretrained else None
+    windows = getattr(base, "attention_window", None)
+    layers = int(overrides["num_hidden_layers"])
+    if not isinstance(windows, list | tuple) or len(windows) == layers or not windows:
+        return overrides
+    fitted = [*windows[:layers], *[windows[-1]] * (layers - len(windows))]
+    log.info("attention_window: %d per-layer windows fitted to %d layers", len(windows), layers)
+    return {**overrides, "attention_window": fitted}
+
+
 def load_qa_model(
     pretrained: str | os.PathLike[str] | None,
     *,
@@ -98,6 +119,7 @@ def load_qa_model(
       the ``config`` overrides, or on ``config`` alone (it then needs ``model_type``).
     """
     kwargs.setdefault("dtype", torch.float32)
+    config = fit_per_layer_windows(pretrained, config, trust_remote_code=trust_remote_code)
     if random_init or pretrained is None:
         model_config = load_config(pretrained, config, trust_remote_code=trust_remote_code)
         return _with_attn_fallback(

@@ -470,6 +470,27 @@ def test_sdpa_where_supported_else_default(backbones, caplog):
     assert "attn_implementation='sdpa' is not available" in caplog.text
 
 
+def test_fewer_longformer_layers_keep_their_first_attention_windows(backbones):
+    """A depth override alone (a thin debug model) fits Longformer's per-layer windows."""
+    for random_init in (True, False):
+        thin = load_qa_model(
+            backbones["longformer"], config={"num_hidden_layers": 1}, random_init=random_init
+        )
+        assert thin.config.num_hidden_layers == 1 and thin.config.attention_window == [16]
+    deeper = load_qa_model(
+        backbones["longformer"], config={"num_hidden_layers": 3}, random_init=True
+    )
+    assert deeper.config.attention_window == [16, 16, 16]
+    with pytest.raises(AssertionError, match="attention_window"):  # an explicit list stays
+        load_qa_model(
+            backbones["longformer"],
+            config={"num_hidden_layers": 1, "attention_window": [16, 16]},
+            random_init=True,
+        )
+    bert = load_qa_model(backbones["bert"], config={"num_hidden_layers": 1}, random_init=True)
+    assert bert.config.num_hidden_layers == 1 and not hasattr(bert.config, "attention_window")
+
+
 def test_random_init_from_config_dict():
     model = load_qa_model(
         None,
