@@ -39,6 +39,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, de
 from qa_lightning.data.datamodule import SquadDataModule
 from qa_lightning.data.sources import load_examples
 from qa_lightning.metrics.squad_eval import score_predictions
+from qa_lightning.metrics.squad_metric import SquadMetric
 from qa_lightning.model.module import QALightningModule
 
 MAX_LENGTH, STRIDE, BATCH, SEED = 384, 128, 16, 42
@@ -46,6 +47,7 @@ N_BEST, MAX_ANSWER = 20, 30
 MASK = -1e4
 TARGET = 2.5
 LOAD_WARNING = 1.5
+EVAL_KEYS = ("offset_mapping", "cls_index", "example_index", "feature_index")
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 TIMING = (
     "Features to predictions, model loaded before. hf: TrainingArguments + Trainer built, "
@@ -210,21 +212,45 @@ def run_project(
     }
 
 
-def project_logits(module: QALightningModule, datamodule: SquadDataModule) -> np.ndarray:
+def project_logits(
+    module: QALightningModule, datamodule: SquadDataModule
+) -> tuple[np.ndarray, dict[str, float]]:
     """The project's start/end logits of every feature (its own batches), ``[2, features, 384]``,
-    padded positions at ``MASK`` (untimed; for :func:`explain`)."""
+    padded positions at ``MASK``, and where a pass's time goes: collation, forward, the
+    metric's update and compute, timed apart (untimed pass; for :func:`explain` and the profile)."""
     n = len(datamodule.features("validation"))
     out = np.full((2, n, MAX_LENGTH), MASK, dtype=np.float32)
+    examples = datamodule.examples("validation")
+    metric = SquadMetric(n_best_size=N_BEST, max_answer_length=MAX_ANSWER)
+    metric.set_examples(
+        list(examples["id"]), list(examples["context"]), [a["text"] for a in examples["answers"]]
+    )
+    clock = dict.fromkeys(("collate", "forward", "metric_update", "metric_compute"), 0.0)
+    tokens = 0
     module.eval()
     with torch.inference_mode():
-        for batch in datamodule.val_dataloader():
-            start, end = module(batch)
+        batches = iter(datamodule.val_dataloader())
+        while True:
+            batch, seconds = timed(lambda: next(batches, None))
+            clock["collate"] += seconds
+            if batch is None:
+                break
+            (start, end), seconds = timed(lambda b=batch: module(b))
+            clock["forward"] += seconds
+            _, seconds = timed(
+                lambda b=batch, s=start, e=end: metric.update(
+                    s, e, *(b[k] for k in EVAL_KEYS), attention_mask=b["attention_mask"]
+                )
+            )
+            clock["metric_update"] += seconds
+            tokens += batch["input_ids"].numel()
             rows = batch["feature_index"].numpy()
             for side, logits in enumerate((start, end)):
                 for row, values, mask in zip(rows, logits, batch["attention_mask"], strict=True):
                     length = int(mask.sum())
                     out[side, row, :length] = values[:length].float().numpy()
-    return out
+    _, clock["metric_compute"] = timed(metric.compute)
+    return out, {**{f"{k}_seconds": v for k, v in clock.items()}, "padded_tokens": tokens}
 
 
 # --------------------------------------------------------------------- comparison
@@ -292,7 +318,7 @@ def explain(
         "features_with_padding_in_hf_top20": int(pad_in_top.sum()),
         "answers_equal_hf_logits_padding_masked": agreement(project_answers, hf_masked),
         "answers_equal_utils_qa_on_project_logits": agreement(project_answers, on_ours),
-        "method": explain.__doc__,
+        "method": " ".join((explain.__doc__ or "").split()),
     }
 
 
@@ -304,9 +330,10 @@ def _padding_in_top(logits: np.ndarray, pad: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- main
 def compare(
-    questions: int, rounds: int, precisions: list[str], model_path: str | None, tmp: Path
+    questions: int, rounds: dict[str, int], model_path: str | None, tmp: Path
 ) -> dict[str, Any]:
-    """The HF route against the project's on the first ``questions`` dev-v1.1 questions."""
+    """The HF route against the project's on the first ``questions`` dev-v1.1 questions,
+    ``rounds[precision]`` alternating rounds in each precision ("fp32", "bf16")."""
     from transformers import AutoTokenizer
 
     from helpers.hf_reference import utils_qa as load_utils_qa
@@ -331,9 +358,9 @@ def compare(
 
     runs: dict[str, dict[str, Any]] = {}
     with PhasePeakRss() as rss:
-        for precision in precisions:
+        for precision, n_rounds in rounds.items():
             hf_model = copy.deepcopy(module.model)  # Trainer/accelerate patch forward for bf16
-            for round_ in range(rounds):
+            for round_ in range(n_rounds):
                 for side in ("hf", "project"):
                     name = f"{side}_{precision}"
                     rss.switch(f"{name}_{round_}")
@@ -364,14 +391,17 @@ def compare(
     summary: dict[str, Any] = {}
     for name, entry in runs.items():
         side = name.split("_")[0]
+        n_rounds = len(entry["rounds"])
         seconds = sum(r["seconds"] for r in entry["rounds"])
         if side == "hf":
-            scores, scoring = timed(lambda e=entry: score_predictions(gold, e["predictions"], version="1.1"))
+            scores, scoring = timed(
+                lambda e=entry: score_predictions(gold, e["predictions"], version="1.1")
+            )
             entry["scores"] = {**scores, "scoring_seconds": scoring}
         summary[name] = {
-            "seconds": seconds / rounds,
+            "seconds": seconds / n_rounds,
             "seconds_per_round": [r["seconds"] for r in entry["rounds"]],
-            "features_per_second": features[side] * rounds / seconds,
+            "features_per_second": features[side] * n_rounds / seconds,
             "phases_per_round": [r["phases"] for r in entry["rounds"]],
             "peak_rss_mb": max(r["peak_rss_mb"] for r in entry["rounds"]),
             "peak_rss_above_start_mb": max(
@@ -386,7 +416,7 @@ def compare(
             ),
         }
     result: dict[str, Any] = {}
-    for precision in precisions:
+    for precision in rounds:
         hf, ours = runs[f"hf_{precision}"], runs[f"project_{precision}"]
         suffix = "" if precision == "fp32" else f"_{precision}"
         result[f"speedup{suffix}"] = (
@@ -394,7 +424,8 @@ def compare(
         )
         result[f"answers_equal{suffix}"] = agreement(ours["predictions"], hf["predictions"])
     log("explaining differences (untimed: utils_qa twice more, one project forward pass)")
-    ours_fp32 = project_logits(module, datamodule)
+    ours_fp32, profile = project_logits(module, datamodule)
+    profile["hf_padded_tokens"] = len(hf_feats) * MAX_LENGTH
     differences = explain(
         utils_qa,
         examples,
@@ -415,10 +446,15 @@ def compare(
         "batch_size": BATCH,
         "rounds": rounds,
         "order": "hf, project alternating, per precision",
-        "tokenize_seconds": {"hf": hf_tokenize, "hf_read_file": hf_read, "project": project_tokenize},
+        "tokenize_seconds": {
+            "hf": hf_tokenize,
+            "hf_read_file": hf_read,
+            "project": project_tokenize,
+        },
         "tokenize_timing": TOKENIZE_TIMING,
         **summary,
         "differences_fp32": differences,
+        "project_profile_fp32": profile,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "loaded_machine": max(load_before[0], load_after[0]) > LOAD_WARNING,

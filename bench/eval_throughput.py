@@ -399,8 +399,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-baseline", action="store_true", help="no padded-baseline pass")
     parser.add_argument("--hf-questions", type=int, default=1000, help="0: no HF comparison")
-    parser.add_argument("--hf-rounds", type=int, default=2)
-    parser.add_argument("--no-bf16", action="store_true", help="HF comparison in fp32 only")
+    parser.add_argument("--hf-rounds", type=int, default=2, help="fp32 rounds (hf, project)")
+    parser.add_argument("--hf-bf16-rounds", type=int, default=1, help="0: fp32 only")
     parser.add_argument("--model", help="fine-tuned hf_model/ for the HF comparison")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--full-pass-probe", type=int, help=argparse.SUPPRESS)
@@ -459,9 +459,11 @@ def hf_results(args: argparse.Namespace) -> dict[str, Any]:
     if reason:
         log(f"HF comparison skipped: {reason}")
         return {"vs_hf": {"skipped": reason}}
-    precisions = ["fp32"] + ([] if args.no_bf16 or not cpu_has_fast_bf16() else ["bf16"])
+    rounds = {"fp32": args.hf_rounds}
+    if args.hf_bf16_rounds and cpu_has_fast_bf16():
+        rounds["bf16"] = args.hf_bf16_rounds
     with tempfile.TemporaryDirectory(prefix="qa_eval_vs_hf_") as tmp:
-        vs_hf = compare(args.hf_questions, args.hf_rounds, precisions, args.model, Path(tmp))
+        vs_hf = compare(args.hf_questions, rounds, args.model, Path(tmp))
     vs_hf["bf16_native"] = cpu_has_fast_bf16()
     return {
         "speedup_vs_hf": vs_hf["speedup"],
