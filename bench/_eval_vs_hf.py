@@ -226,7 +226,7 @@ def project_logits(
         list(examples["id"]), list(examples["context"]), [a["text"] for a in examples["answers"]]
     )
     clock = dict.fromkeys(("collate", "forward", "metric_update", "metric_compute"), 0.0)
-    tokens = 0
+    tokens = real_tokens = 0
     module.eval()
     with torch.inference_mode():
         batches = iter(datamodule.val_dataloader())
@@ -244,13 +244,18 @@ def project_logits(
             )
             clock["metric_update"] += seconds
             tokens += batch["input_ids"].numel()
+            real_tokens += int(batch["attention_mask"].sum())
             rows = batch["feature_index"].numpy()
             for side, logits in enumerate((start, end)):
                 for row, values, mask in zip(rows, logits, batch["attention_mask"], strict=True):
                     length = int(mask.sum())
                     out[side, row, :length] = values[:length].float().numpy()
     _, clock["metric_compute"] = timed(metric.compute)
-    return out, {**{f"{k}_seconds": v for k, v in clock.items()}, "padded_tokens": tokens}
+    return out, {
+        **{f"{k}_seconds": v for k, v in clock.items()},
+        "padded_tokens": tokens,
+        "real_tokens": real_tokens,
+    }
 
 
 # --------------------------------------------------------------------- comparison
