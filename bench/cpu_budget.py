@@ -14,6 +14,11 @@ figure in the chosen precision) -- more questions of the same train file beyond 
 happens; tokenization and evaluation are outside it (as in the HF figure).
 Eval: the protocol's 1,000 dev-v1.1 questions, official v1.1 EM/F1.
 
+``--save-hf-model DIR`` writes the fine-tuned model after training as training runs write
+``hf_model/`` (``QALightningModule.save_hf_model`` with the tokenizer and the 384/128 window), for
+``qa-lightning-export DIR --format onnx --quantize int8 --check ...``,
+``QuestionAnswerer.from_pretrained(DIR)`` or ``bench/eval_throughput.py --model DIR``.
+
 Usage: ``python bench/cpu_budget.py --from-json bench/results/train_vs_hf.json`` (about 25 min
 at the HF budget) or ``--budget-seconds 60 --eval-questions 50`` (smoke).
 """
@@ -31,9 +36,10 @@ from typing import Any
 import lightning
 import torch
 from _common import emit, log, set_threads, timed
-from cpu_quality import MAX_ANSWER, N_BEST, Progress, protocol_datamodule
+from cpu_quality import MAX_ANSWER, MAX_LENGTH, N_BEST, STRIDE, Progress, protocol_datamodule
 
 from qa_lightning.model.module import QALightningModule
+from qa_lightning.utils.io import replace_directory
 from qa_lightning.utils.resolvers import fast_precision
 
 SEED, EVAL_QUESTIONS, F1_TARGET = 42, 1000, 60.0
@@ -54,6 +60,16 @@ def budget_from(args: argparse.Namespace) -> tuple[float, str, dict[str, Any]]:
     return measured["hf_protocol_train_seconds"], str(args.from_json), measured
 
 
+def save_model(module: QALightningModule, tokenizer: Any, directory: str | None) -> str | None:
+    """The trained model written to ``directory`` as training runs write ``hf_model/``."""
+    if not directory:
+        return None
+    target = Path(directory).resolve()
+    replace_directory(target, lambda tmp: module.save_hf_model(tmp, tokenizer=tokenizer))
+    log(f"fine-tuned model saved to {target}")
+    return str(target)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-seconds", type=float)
@@ -63,6 +79,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-questions", type=int, default=EVAL_QUESTIONS)
     parser.add_argument("--max-train-questions", type=int, default=87599)
+    parser.add_argument(
+        "--save-hf-model", metavar="DIR", help="write the fine-tuned model + tokenizer there"
+    )
     return parser.parse_args()
 
 
@@ -91,6 +110,8 @@ def main() -> None:
             },
             n_best_size=N_BEST,
             max_answer_length=MAX_ANSWER,
+            max_length=MAX_LENGTH,
+            doc_stride=STRIDE,
         )
         common: dict[str, Any] = {
             "accelerator": "cpu",
@@ -114,6 +135,7 @@ def main() -> None:
         trainer.fit(module, datamodule=dm)
         train_seconds = time.perf_counter() - start
         n_train = len(dm.features("train"))
+        saved = save_model(module, dm.tokenizer, args.save_hf_model)
         validator = lightning.Trainer(**common)
         _, eval_seconds = timed(lambda: validator.validate(module, datamodule=dm, verbose=False))
     scores = module.evaluations["validation"].metrics
@@ -148,6 +170,7 @@ def main() -> None:
             "eval_seconds": eval_seconds,
             "eval_questions": len(dev),
             "protocol_eval": args.eval_questions == EVAL_QUESTIONS,
+            "hf_model_dir": saved,
             "threads": torch.get_num_threads(),
         }
     )

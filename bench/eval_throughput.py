@@ -19,7 +19,15 @@ objects and tensors alike); see ``MEMORY_METHOD``. Also reported: the decoding/m
 fed random logits (``decode_path_*``), whose state does grow with the questions (answers,
 gold texts, one span per feature), against the baseline's (every feature's logits).
 
-Usage: ``python bench/eval_throughput.py [--questions 400 --memory-scale 10]``.
+Against the Hugging Face route (``vs_hf``, issue 16): ``run_qa.py``'s validation features,
+``Trainer.predict`` and ``utils_qa.postprocess_qa_predictions`` against the project's
+``Trainer.validate`` on the first ``--hf-questions`` dev-v1.1 questions, same weights, batch 16,
+alternating sides, fp32 (target: HF seconds / project seconds >= 2.5 with equal answers) and bf16
+where the CPU has native bf16; see ``bench/_eval_vs_hf.py`` for what is timed. ``--model DIR``
+evaluates a fine-tuned model there (e.g. ``bench/cpu_budget.py --save-hf-model DIR``).
+
+Usage: ``python bench/eval_throughput.py [--questions 400 --memory-scale 10 --hf-questions 1000]``;
+``--skip-baseline --skip-memory`` runs the HF comparison alone, ``--hf-questions 0`` skips it.
 """
 
 from __future__ import annotations
@@ -389,6 +397,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--memory-scale", type=int, default=10)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true", help="no padded-baseline pass")
+    parser.add_argument("--hf-questions", type=int, default=1000, help="0: no HF comparison")
+    parser.add_argument("--hf-rounds", type=int, default=2, help="fp32 rounds (hf, project)")
+    parser.add_argument("--hf-bf16-rounds", type=int, default=1, help="0: fp32 only")
+    parser.add_argument("--model", help="fine-tuned hf_model/ for the HF comparison")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--full-pass-probe", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -397,6 +410,67 @@ def parse_args() -> argparse.Namespace:
 def agreement(a: dict[str, str], b: dict[str, str]) -> float:
     """Fraction of questions with the same answer in both."""
     return sum(a.get(q) == b.get(q) for q in a) / max(1, len(a))
+
+
+def baseline_results(questions: int) -> dict[str, Any]:
+    """The project's path against the padded baseline, interleaved batch by batch."""
+    from qa_lightning.model.module import QALightningModule
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    columns, features = load_eval_set(tok, questions)
+    log(f"{len(columns['id'])} questions -> {len(features)} features")
+    lightning.seed_everything(SEED, verbose=False)
+    module = QALightningModule(pretrained="minilm").eval()
+    loaders = {v: make_loader(tok, features, v) for v in VARIANTS}
+    paths = {"default": ProjectPath(columns), "baseline": BaselinePath(columns, features)}
+    results = run_pass(module, loaders, paths)
+    default, baseline = results["default"], results["baseline"]
+    same = agreement(default.pop("predictions"), baseline.pop("predictions"))
+    return {
+        "questions": len(columns["id"]),
+        "features": len(features),
+        "default_seconds": default["seconds"],
+        "baseline_seconds": baseline["seconds"],
+        "speedup": baseline["seconds"] / default["seconds"],
+        "speedup_target": SPEEDUP_TARGET,
+        "default_exact_match": default["exact_match"],
+        "default_f1": default["f1"],
+        "baseline_exact_match": baseline["exact_match"],
+        "baseline_f1": baseline["f1"],
+        "scores_equal": default["exact_match"] == baseline["exact_match"]
+        and default["f1"] == baseline["f1"],
+        "same_predictions_fraction": same,
+        "default": default,
+        "baseline": baseline,
+    }
+
+
+def hf_results(args: argparse.Namespace) -> dict[str, Any]:
+    """``vs_hf``: the HF route against the project's (``bench/_eval_vs_hf.py``), or why skipped."""
+    import tempfile
+    from pathlib import Path
+
+    from _eval_vs_hf import compare
+
+    from helpers.hf_reference import missing_reason
+    from qa_lightning.utils.resolvers import cpu_has_fast_bf16
+
+    reason = missing_reason()
+    if reason:
+        log(f"HF comparison skipped: {reason}")
+        return {"vs_hf": {"skipped": reason}}
+    rounds = {"fp32": args.hf_rounds}
+    if args.hf_bf16_rounds and cpu_has_fast_bf16():
+        rounds["bf16"] = args.hf_bf16_rounds
+    with tempfile.TemporaryDirectory(prefix="qa_eval_vs_hf_") as tmp:
+        vs_hf = compare(args.hf_questions, rounds, args.model, Path(tmp))
+    vs_hf["bf16_native"] = cpu_has_fast_bf16()
+    return {
+        "speedup_vs_hf": vs_hf["speedup"],
+        "speedup_vs_hf_target": vs_hf["speedup_target"],
+        "answers_equal_vs_hf": vs_hf["answers_equal"],
+        "vs_hf": vs_hf,
+    }
 
 
 def main() -> None:
@@ -408,41 +482,14 @@ def main() -> None:
     if args.full_pass_probe:
         print(json.dumps(measure_full_pass(args.full_pass_probe)))
         return
-    from qa_lightning.model.module import QALightningModule
-
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    columns, features = load_eval_set(tok, args.questions)
-    log(f"{len(columns['id'])} questions -> {len(features)} features")
-    lightning.seed_everything(SEED, verbose=False)
-    module = QALightningModule(pretrained="minilm").eval()
-    loaders = {v: make_loader(tok, features, v) for v in VARIANTS}
-    paths = {"default": ProjectPath(columns), "baseline": BaselinePath(columns, features)}
-    results = run_pass(module, loaders, paths)
-    default, baseline = results["default"], results["baseline"]
-    same = agreement(default.pop("predictions"), baseline.pop("predictions"))
-    memory = {} if args.skip_memory else memory_results(args.questions, args.memory_scale)
-    emit(
-        {
-            "benchmark": "eval_throughput",
-            "questions": len(columns["id"]),
-            "features": len(features),
-            "default_seconds": default["seconds"],
-            "baseline_seconds": baseline["seconds"],
-            "speedup": baseline["seconds"] / default["seconds"],
-            "speedup_target": SPEEDUP_TARGET,
-            "default_exact_match": default["exact_match"],
-            "default_f1": default["f1"],
-            "baseline_exact_match": baseline["exact_match"],
-            "baseline_f1": baseline["f1"],
-            "scores_equal": default["exact_match"] == baseline["exact_match"]
-            and default["f1"] == baseline["f1"],
-            "same_predictions_fraction": same,
-            **memory,
-            "default": default,
-            "baseline": baseline,
-            "threads": torch.get_num_threads(),
-        }
-    )
+    result: dict[str, Any] = {"benchmark": "eval_throughput"}
+    if not args.skip_baseline:
+        result.update(baseline_results(args.questions))
+    if not args.skip_memory:
+        result.update(memory_results(args.questions, args.memory_scale))
+    if args.hf_questions:
+        result.update(hf_results(args))
+    emit({**result, "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":
