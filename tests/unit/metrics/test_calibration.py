@@ -96,6 +96,34 @@ def test_tuning_uses_the_official_threshold_and_calibrates_held_out_data() -> No
     assert Answerability.from_dict(tuned.to_dict()) == tuned
 
 
+def test_answering_nothing_is_a_threshold_of_its_own_and_ties_move_together() -> None:
+    """The official search starts at 0.0 (made for probabilities); with score differences a
+    model whose spans are all wrong must answer nothing, not every negative difference."""
+    gold = {"a": ["x"], "b": [], "c": [], "d": ["y"]}
+    wrong = DecodedSplit(gold, dict.fromkeys(gold, "zzz"), dict.fromkeys(gold, 0.5),
+                         {"a": -2.0, "b": -1.0, "c": 0.5, "d": 3.0})  # fmt: skip
+    official = score_predictions(gold, wrong.span_answers, version="2.0", na_probs=wrong.na_probs)
+    assert official["best_f1_thresh"] == 0.0  # which would answer a and b: F1 25, not 50
+    tuned = tune_answerability(wrong, version_2=True, decoding=DECODING)
+    assert tuned.null_threshold < -2.0
+    assert tuned.validation["f1"] == pytest.approx(50.0) == official["best_f1"]
+    assert tuned.validation["answered"] == 0.0
+
+    # c (right) and b (unanswerable, answered) tie at -1.0: no threshold answers c without b.
+    # The official search, one question at a time, counts c alone: 50 at -1.0, which no
+    # threshold reaches (-1.0 answers both: 25, the same as answering nothing).
+    gold = {"a": ["x"], "c": ["w"], "b": [], "d": ["y"]}
+    tied = DecodedSplit(gold, {"a": "zzz", "c": "w", "b": "zzz", "d": "zzz"},
+                        dict.fromkeys(gold, 0.5), {"a": -2.0, "c": -1.0, "b": -1.0, "d": 3.0})  # fmt: skip
+    official = score_predictions(gold, tied.span_answers, version="2.0", na_probs=tied.na_probs)
+    assert official["best_f1_thresh"] == -1.0 and official["best_f1"] == pytest.approx(50.0)
+    tuned = tune_answerability(tied, version_2=True, decoding=DECODING)
+    assert tuned.null_threshold < -2.0 and tuned.validation["f1"] == pytest.approx(25.0)
+    tied.span_answers["a"] = "x"  # now answering a (alone below the tie) gains
+    tuned = tune_answerability(tied, version_2=True, decoding=DECODING)
+    assert tuned.null_threshold == -2.0 and tuned.validation["f1"] == pytest.approx(50.0)
+
+
 def test_objectives() -> None:
     split = synthetic(2000, seed=2)
     gold, spans, na = split.gold, split.span_answers, split.na_probs
