@@ -45,7 +45,13 @@ def test_int8_export_is_quantized_checked_and_answers(
     assert "MatMulInteger" not in op_types(fp32)
     weights = {i.data_type for i in onnx.load(str(model)).graph.initializer}
     assert onnx.TensorProto.INT8 in weights
-    assert json.loads((out / "export.json").read_text())["quantization"]["mode"] == "int8-dynamic"
+    recorded = json.loads((out / "export.json").read_text())["quantization"]
+    assert (
+        recorded["mode"] == "int8-dynamic" and recorded["per_channel"] and recorded["reduce_range"]
+    )
+    graph = onnx.load(str(model)).graph
+    scales = [i for i in graph.initializer if i.name.endswith("_scale") and i.dims]
+    assert scales and all(s.dims[0] > 1 for s in scales)  # one scale per output channel
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads((out / "check.json").read_text())
     assert (printed["questions"], printed["quantize"]) == (N_QUESTIONS, "int8")
