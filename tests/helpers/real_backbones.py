@@ -6,12 +6,8 @@ config (vocabulary, positions, attention window) with fewer layers, for the fast
 
 from __future__ import annotations
 
-import ast
 import json
-from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 FAMILIES = {
     "bert": "bert-base-uncased",
@@ -31,31 +27,6 @@ def small_config_overrides(family: str) -> dict[str, int]:
     if family == "longformer":
         overrides["attention_window"] = [512]
     return overrides
-
-
-def reference_train_features(
-    run_qa: Path, tokenizer: Any, max_length: int = 384, doc_stride: int = 128
-) -> Callable[[dict[str, list]], Any]:
-    """Hugging Face ``run_qa.py``'s own ``prepare_train_features`` (nested in its ``main()``),
-    compiled from that file and bound to the names it closes over; no code is copied."""
-    tree = ast.parse(run_qa.read_text(encoding="utf-8"))
-    node = next(
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.FunctionDef) and n.name == "prepare_train_features"
-    )
-    module = ast.Module(body=[node], type_ignores=[])
-    namespace: dict[str, Any] = {
-        "tokenizer": tokenizer,
-        "max_seq_length": max_length,
-        "data_args": SimpleNamespace(doc_stride=doc_stride, pad_to_max_length=False),
-        "pad_on_right": tokenizer.padding_side == "right",
-        "question_column_name": "question",
-        "context_column_name": "context",
-        "answer_column_name": "answers",
-    }
-    exec(compile(module, str(run_qa), "exec"), namespace)
-    return namespace["prepare_train_features"]
 
 
 def run_overrides(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.real_backbones import FAMILIES, reference_train_features
+from helpers import hf_reference
+from helpers.real_backbones import FAMILIES
 from helpers.round_trip import check_round_trip, flat_examples
 from qa_lightning.data.features import prepare_train_features
 from qa_lightning.hub import load_tokenizer
@@ -62,13 +63,11 @@ def test_parity_with_run_qa_prepare_train_features(shared_data, dev_examples, fa
     """Training features equal ``run_qa.py``'s, feature by feature, at 384/128 on 1,000 dev-v2.0
     questions. The one difference on purpose: a question too long for its window is cut to fit
     with a warning here, where ``run_qa.py`` fails; dev-v2.0 has none, so the count must be 0."""
-    run_qa = shared_data.parent / "reference" / "hf_qa_example" / "run_qa.py"
-    if not run_qa.is_file():
-        pytest.skip(f"Hugging Face run_qa.py not found at {run_qa}")
+    if reason := hf_reference.missing_reason():
+        pytest.skip(reason)
     examples = {k: v[:N_PARITY] for k, v in dev_examples["2.0"].items()}
-    reference = reference_train_features(run_qa, tokenizer)(
-        {k: list(v) for k, v in examples.items()}
-    )
+    run_qa = hf_reference.prepare_functions(tokenizer, 384, 128, pad_to_max_length=False)
+    reference = run_qa["prepare_train_features"]({k: list(v) for k, v in examples.items()})
     ours = prepare_train_features(examples, tokenizer, 384, 128)
     assert len(ours["input_ids"]) == len(reference["input_ids"]) >= N_PARITY
     differences: Counter = Counter()
