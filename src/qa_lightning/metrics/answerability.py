@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from qa_lightning.metrics.calibration import (
     reliability_bins,
     risk_coverage,
 )
-from qa_lightning.metrics.squad_eval import compute_exact, compute_f1, score_predictions
+from qa_lightning.metrics.squad_eval import compute_exact, question_scores, score_predictions
 from qa_lightning.utils.io import atomic_write_json, read_json_file
 
 FILE = "answerability.json"
@@ -258,7 +258,7 @@ def _threshold(split: DecodedSplit, objective: str) -> float:
     gold, span_answers, span_probs = split.gold, split.span_answers, split.span_probs
     na_probs = split.na_probs or {}
     if objective in ("f1", "exact"):
-        return _best_threshold(split, compute_f1 if objective == "f1" else compute_exact)
+        return _best_threshold(split, objective)
     target = float(objective.split("@", 1)[1])
     ids = sorted(gold, key=lambda q: na_probs[q])
     best = min(na_probs.values()) - 1.0  # answer nothing
@@ -271,24 +271,24 @@ def _threshold(split: DecodedSplit, objective: str) -> float:
     return float(best)
 
 
-def _best_threshold(split: DecodedSplit, metric: Callable[[str, str], float]) -> float:
-    """The threshold on ``null_score - best_span_score`` with the best total ``metric``: the
-    official search over thresholds at each question's score difference, except that equal
-    differences move together (a threshold cannot split them) and "answer nothing" is a candidate
-    of its own (below every difference; the official search, written for probabilities in
-    [0, 1], reports 0.0 there, which answers every question with a negative difference)."""
+def _best_threshold(split: DecodedSplit, objective: str) -> float:
+    """The threshold on ``null_score - best_span_score`` with the best total ``objective`` (f1
+    or exact): the official search over thresholds at each question's score difference, except
+    that equal differences move together (a threshold cannot split them) and "answer nothing" is
+    a candidate of its own (below every difference; the official search, written for
+    probabilities in [0, 1], reports 0.0 there, which answers every question with a negative
+    difference)."""
     gold, span_answers, span_probs = split.gold, split.span_answers, split.span_probs
     na_probs = split.na_probs or {}
     ids = sorted(gold, key=lambda q: na_probs[q])
     if not ids:
         return 0.0
+    exact, f1 = question_scores(gold, {q: span_answers.get(q, "") for q in ids}, version="2.0")
+    scores = f1 if objective == "f1" else exact
+    # Gain of answering with the span over answering "": its score on answerable questions;
+    # on unanswerable ones -1 for a span (a question without a candidate is never answered).
     gains = np.array(
-        [
-            max(metric(g, span_answers.get(q, "")) for g in gold[q])
-            if gold[q]
-            else -float(bool(span_answers.get(q, "")) and span_probs.get(q, 0.0) > 0)
-            for q in ids
-        ]
+        [scores[q] if gold[q] else (scores[q] - 1.0) * (span_probs.get(q, 0.0) > 0) for q in ids]
     )
     diffs = np.array([na_probs[q] for q in ids])
     totals = np.cumsum(gains)
