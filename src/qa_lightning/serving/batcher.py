@@ -130,14 +130,15 @@ class DynamicBatcher:
         """
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() has not been awaited")
-        self.check_admission(len(items), sum(len(item.documents) for item in items))
+        documents = sum(len(item.documents) for item in items)
+        self.check_admission(len(items), documents)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         pending = [_Pending(item, loop.create_future(), deadline) for item in items]
         for entry in pending:
             self._queue.put_nowait(entry)
         self.waiting += len(pending)
-        self.waiting_documents += sum(len(entry.item.documents) for entry in pending)
+        self.waiting_documents += documents
         gathered = asyncio.gather(*(entry.future for entry in pending), return_exceptions=True)
         try:
             return list(await asyncio.wait_for(asyncio.shield(gathered), self.timeout_s))
