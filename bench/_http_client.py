@@ -4,6 +4,13 @@
 machine, the load generator then takes the CPU the server under test needs. This client only
 POSTs JSON over keep-alive connections and reads the status, headers and body: a fraction of
 that cost. Not a general client: no TLS, no redirects, no chunked request bodies.
+
+A pooled connection may have been closed by the server while idle (uvicorn closes keep-alive
+connections after 5 s). Such a connection is never reused once its close has been seen, and a
+request whose reused connection closes before a single response byte arrives is sent once more
+on a new connection: the server closed it idle, so it never read that request (as urllib3
+retries a stale pooled connection). The server's own counters, not this client, are what the
+load test checks for requests run twice.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ class JsonPoster:
         self.host, self.port, self.timeout = host, port, timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._all: set[asyncio.StreamWriter] = set()
+        self.stale_retries = 0  # requests sent again after a reused connection closed unanswered
 
     async def post(self, path: str, body: Any) -> tuple[int, bytes]:
         """Status code and body of ``POST path`` with ``body`` as JSON; ``HttpError`` if none."""
@@ -39,10 +47,20 @@ class JsonPoster:
             raise HttpError(f"{type(err).__name__}: {err}") from err
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
-        reader, writer = self._idle.pop() if self._idle else await self._connect()
+        reused = self._reusable()
+        reader, writer = reused or await self._connect()
         try:
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError) as err:
+                if reused is None or getattr(err, "partial", b""):
+                    raise
+                self._discard(writer)  # closed while idle, before any answer: once more, fresh
+                self.stale_retries += 1
+                reader, writer = await self._connect()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ", 2)[1])
             headers = dict(
@@ -58,6 +76,15 @@ class JsonPoster:
         else:
             self._idle.append((reader, writer))
         return status, body
+
+    def _reusable(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection whose close has not been seen, or ``None``."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not (reader.at_eof() or writer.is_closing()):
+                return reader, writer
+            self._discard(writer)
+        return None
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port)

@@ -125,6 +125,7 @@ async def poster(url: str, kind: str, timeout: float = 60) -> AsyncIterator[Post
             except HttpError as err:
                 raise TransportError(str(err)) from err
 
+        post_raw.client = raw  # type: ignore[attr-defined]  # its counters, for the report
         yield post_raw
     finally:
         await raw.close()
@@ -278,6 +279,8 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(i, planned)))
         offered_s = time.perf_counter() - start
         await asyncio.gather(*tasks)
+        client = getattr(post, "client", None)
+        stale_retries = None if client is None else client.stale_retries
     client_cpu = cpu_s() - cpu_before
     statuses: dict[str, int] = {}
     for results in outcomes.values():
@@ -295,6 +298,7 @@ async def open_loop(
         "refused_p99_ms": percentile(latencies.get(503, []), 0.99),
         "send_lag_p99_ms": percentile(lags, 0.99),
         "client_cpu_ms_per_request": 1000 * client_cpu / max(total, 1),
+        "client_stale_retries": stale_retries,
     }
 
 
