@@ -30,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-verify", action="store_true", help="skip comparing onnxruntime with PyTorch"
     )
     parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="keep the exported graph as traced (no onnxruntime transformer-op fusion)",
+    )
+    parser.add_argument(
         "--models-dir",
         help="local folder of hub model folders (default: $QA_LIGHTNING_MODELS_DIR)",
     )
@@ -54,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     require_onnxruntime()
     set_models_dir(args.models_dir or None)
-    output = export_onnx(args.path, args.output, opset=args.opset, verify=not args.no_verify)
+    output = export_onnx(
+        args.path, args.output, opset=args.opset, verify=not args.no_verify, fuse=not args.no_fuse
+    )
     if args.quantize:
         quantize_onnx(output, args.quantize)
         log.info("Quantized %s (%s dynamic)", output, args.quantize)

@@ -57,6 +57,17 @@ def test_export_writes_a_dynamic_onnx_model_and_tokenizer(exported: tuple[Path, 
     assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
     info = json.loads((onnx_dir / "export.json").read_text())
     assert (info["opset"], info["model_type"]) == (17, "bert")
+    # onnxruntime's transformer optimizer fused each layer's ops (and the logits still match:
+    # test_logits_and_answers_match_pytorch).
+    layers = 6
+    assert info["fused_ops"] == {
+        "EmbedLayerNormalization": 1,
+        "Attention": layers,
+        "BiasGelu": layers,
+        "SkipLayerNormalization": 2 * layers,
+    }
+    ops = {node.op_type for node in onnx.load(str(onnx_dir / ONNX_FILE)).graph.node}
+    assert {"Attention", "EmbedLayerNormalization"} <= ops and "Softmax" not in ops
 
 
 class Recorder:
@@ -102,6 +113,30 @@ def test_onnx_backend_in_pipeline_compat_mode(exported: tuple[Path, Path]) -> No
         for path in (model_dir, onnx_dir)
     ]
     assert [a["answer"] for a in answers[0]] == [a["answer"] for a in answers[1]]
+
+
+@pytest.mark.parametrize("family", ["roberta", "deberta"])
+def test_fusion_only_where_onnxruntime_knows_the_family(
+    tiny_backbones: dict[str, Path], tmp_path: Path, family: str
+) -> None:
+    """RoBERTa is fused like BERT; DeBERTa (relative attention) is exported as traced. Either
+    way the verified export matches PyTorch within 1e-4 (export_onnx raises otherwise)."""
+    out = export_onnx(tiny_backbones[family], tmp_path / family)
+    fused = json.loads((out / "export.json").read_text())["fused_ops"]
+    if family == "roberta":
+        assert fused["Attention"] == fused["BiasGelu"] > 0
+    else:
+        assert fused is None
+    assert not list(out.glob(".*"))  # no leftover unfused copy
+
+
+def test_no_fuse_keeps_the_traced_graph(tiny_bert: Path, tmp_path: Path) -> None:
+    import onnx
+
+    main([str(tiny_bert), "--output", str(tmp_path / "plain"), "--no-fuse"])
+    assert json.loads((tmp_path / "plain" / "export.json").read_text())["fused_ops"] is None
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "plain" / ONNX_FILE)).graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
 
 
 def test_default_output_and_missing_model(exported: tuple[Path, Path], tmp_path: Path) -> None:
