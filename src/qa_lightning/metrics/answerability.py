@@ -35,6 +35,7 @@ from qa_lightning.metrics.calibration import (
     fit_calibrator,
     reliability_bins,
     risk_coverage,
+    sigmoid,
 )
 from qa_lightning.metrics.squad_eval import compute_exact, question_scores, score_predictions
 from qa_lightning.utils.io import atomic_write_json, read_json_file
@@ -70,7 +71,7 @@ class Answerability:
         """The probability of no answer from ``best_span_score - null_score``."""
         margins = np.asarray(margins, dtype=np.float64)
         if self.has_answer is None:
-            return 1.0 / (1.0 + np.exp(margins))
+            return sigmoid(-margins)
         return 1.0 - self.has_answer(margins)
 
     def to_dict(self) -> dict[str, Any]:

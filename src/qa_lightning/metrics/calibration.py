@@ -26,6 +26,11 @@ def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` without overflow for large ``|z|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 def _transform(x: np.ndarray, transform: Transform) -> np.ndarray:
     if transform == "logit":
         p = np.clip(x, EPS, 1 - EPS)
@@ -50,7 +55,7 @@ class Calibrator:
     def __call__(self, values: Sequence[float] | np.ndarray | float) -> np.ndarray:
         x = _transform(_as_array(values), self.transform)
         if self.kind == "platt":
-            return 1.0 / (1.0 + np.exp(-(self.params["a"] * x + self.params["b"])))
+            return sigmoid(self.params["a"] * x + self.params["b"])
         if self.kind == "isotonic":
             return np.interp(x, self.params["x"], self.params["y"])
         raise ValueError(f"unknown calibrator kind {self.kind!r}; expected one of {KINDS}")
@@ -77,7 +82,7 @@ def fit_platt(x: np.ndarray, y: np.ndarray, transform: Transform, l2: float = 1e
     y = _as_array(y)
     a, b = 1.0, 0.0
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(a * t + b)))
+        p = sigmoid(a * t + b)
         w = np.maximum(p * (1 - p), 1e-12)
         grad = np.array([np.dot(p - y, t) + l2 * a, np.sum(p - y)])
         hess = np.array([[np.dot(w, t * t) + l2, np.dot(w, t)], [np.dot(w, t), np.sum(w)]])
