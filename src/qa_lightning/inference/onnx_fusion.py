@@ -4,8 +4,8 @@
 ``onnxruntime.transformers.optimizer.optimize_model``: the embeddings with their LayerNorm, each
 self-attention block, the bias + GELU of each feed-forward layer and the residual + LayerNorm
 pairs become single fused CPU kernels (``EmbedLayerNormalization``, ``Attention``, ``BiasGelu``,
-``SkipLayerNormalization``). On a fine-tuned MiniLM, that and int8 dynamic quantization of the
-fused graph (``QAttention``) are what takes int8 inference past 2x PyTorch fp32 at batch 32.
+``SkipLayerNormalization``). On a fine-tuned MiniLM, int8 dynamic quantization of the fused graph
+ran 3.0x / 2.0x PyTorch fp32 at batch 1 / 32, against 2.7x / 1.65x for the unfused one.
 
 Only families whose graphs the optimizer's BERT patterns recognise are fused (``FUSABLE``); the
 attention patterns are those of the eager attention, so the exporter traces the model with it
