@@ -52,14 +52,20 @@ def fuse_transformer_ops(path: str | Path, config: Any) -> dict[str, int] | None
     path = Path(path)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
-    optimized = optimizer.optimize_model(
-        str(path),
-        model_type=model_type,
-        num_heads=heads,
-        hidden_size=hidden,
-        optimization_options=options,
-        opt_level=0,
-    )
+    try:
+        optimized = optimizer.optimize_model(
+            str(path),
+            model_type=model_type,
+            num_heads=heads,
+            hidden_size=hidden,
+            optimization_options=options,
+            opt_level=0,
+        )
+    except Exception as err:  # the optimizer's pattern code on a graph it did not expect
+        log.warning(
+            "%s: onnxruntime's transformer optimizer failed (%s); kept as exported", path, err
+        )
+        return None
     fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     if not fused:
         log.info("%s: no transformer op was fused; kept as exported", path)
