@@ -17,6 +17,12 @@ parameters) + 12 * layers * hidden * seq_len (attention scores and the weighted 
 DeBERTa's disentangled attention 6 * layers * hidden * 2k per c2p / p2c term (k = position
 buckets). ``mfu_6n`` keeps the plain 6 * all-params figure for comparison.
 
+``hf_trainer``: the Hugging Face ``Trainer`` on the same model (random init, seed 0), the same
+batch (the same token ids, repeated as a dataset) and AdamW (its default, fused on CUDA), with
+``bf16=True`` and SDPA attention where the architecture has it: samples/s over the same steps
+after warm-up (timed from its step-end callback, the device synchronized) and MFU.
+``vs_hf_trainer`` = the best step's samples/s over the ``Trainer``'s (``--skip-hf`` leaves it out).
+
 Without a CUDA device it prints ``{"skipped": "no CUDA device"}`` (``--device cpu --tiny`` runs
 a tiny smoke test of the code paths on CPU instead).
 
@@ -34,6 +40,7 @@ import argparse
 import contextlib
 import gc
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,6 +227,76 @@ def measure(
     return result
 
 
+class _StepTimes:
+    """``transformers.TrainerCallback`` recording the wall-clock at each optimizer step's end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times = device, []
+
+    def __getattr__(self, name: str) -> Any:  # every other callback event: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+
+
+def measure_hf_trainer(
+    config: PretrainedConfig, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    """Samples/s and MFU of the HF ``Trainer`` (bf16, SDPA, its default optimizer) on the same
+    model and batch: the median window of ``args.steps`` steps after ``args.warmup``."""
+    import datasets
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    model, sdpa = build_model(config, True, torch.device("cpu"))
+    model_flops, _ = flops_per_token(model, config, args.seq_len)
+    batch = {
+        k: v.cpu() for k, v in random_batch(config, args.batch_size, args.seq_len, device).items()
+    }
+    total = args.warmup + args.steps * args.repeats
+    rows = datasets.Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+    rows = datasets.concatenate_datasets([rows] * total)
+    clock = _StepTimes(device)
+    with tempfile.TemporaryDirectory() as out:
+        training = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=1e-4,
+            max_steps=total,
+            bf16=True,
+            use_cpu=device.type == "cpu",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=training,
+            train_dataset=rows,
+            data_collator=default_data_collator,
+            callbacks=[clock],
+        )
+        trainer.train()
+    ends = clock.times[args.warmup - 1 :]
+    windows = [ends[(i + 1) * args.steps] - ends[i * args.steps] for i in range(args.repeats)]
+    seconds = statistics.median(windows)
+    samples_per_second = args.steps * args.batch_size / seconds
+    return {
+        "samples_per_second": samples_per_second,
+        "mfu": model_flops * samples_per_second * args.seq_len / (args.peak_tflops * 1e12),
+        "sdpa_used": sdpa,
+        "optimizer": training.optim,
+        "bf16": True,
+    }
+
+
 def release(compiled: bool, device: torch.device) -> None:
     """Free the previous measurement's model, optimizer state and compiled graphs."""
     gc.collect()
@@ -252,10 +329,25 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         )
     rates = {s: r["samples_per_second"] for s, r in steps.items() if "samples_per_second" in r}
     best = max(rates, key=rates.get) if rates else None
+    hf: dict[str, Any] | None = None
+    if not args.skip_hf:
+        config = tiny(MODELS[name]()) if args.tiny else MODELS[name]()
+        torch.manual_seed(0)
+        try:
+            hf = measure_hf_trainer(config, args, device)
+            log(f"{name} hf_trainer: {hf['samples_per_second']:.1f} samples/s, MFU {hf['mfu']:.3f}")
+        except Exception as err:
+            log(f"{name} hf_trainer failed: {err!r}")
+            hf = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+        finally:
+            release(False, device)
+    hf_rate = (hf or {}).get("samples_per_second")
     return {
         "steps": steps,
         "best": best,
         "speedup": rates[best] / rates["fp32"] if best and "fp32" in rates else None,
+        "hf_trainer": hf,
+        "vs_hf_trainer": rates[best] / hf_rate if best and hf_rate else None,
     }
 
 
@@ -269,6 +361,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--skip-hf", action="store_true", help="no HF Trainer comparison")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--tiny", action="store_true", help="tiny models (smoke test)")
     return parser.parse_args()
@@ -296,6 +389,7 @@ def main() -> None:
             "models": results,
             "speedup": min(speedups) if speedups else None,
             "speedup_per_model": {n: r["speedup"] for n, r in results.items()},
+            "vs_hf_trainer_per_model": {n: r["vs_hf_trainer"] for n, r in results.items()},
         }
     )
 
