@@ -164,3 +164,32 @@ def emit(result: dict[str, Any]) -> None:
     result = {**result, "load_average": list(os.getloadavg())}
     sys.stdout.flush()
     print(json.dumps(rounded(result), sort_keys=False), flush=True)
+
+
+def train_with_hf_trainer(
+    model: Any, dataset: Any, output_dir: str | Path, callback: Any, **training_args: Any
+) -> Any:
+    """Train ``model`` on ``dataset`` with the Hugging Face ``Trainer`` as a timing baseline:
+    ``default_data_collator``, ``callback`` for the timing, and nothing besides training (no
+    saving, evaluation, logging, reporting, progress bar or loader workers). Returns its
+    ``TrainingArguments``."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **training_args,
+    )
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        callbacks=[callback],
+    ).train()
+    return args

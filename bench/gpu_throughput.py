@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from _common import emit, log
+from _common import emit, log, train_with_hf_trainer
 from torch import nn
 from transformers import (
     AutoModelForQuestionAnswering,
@@ -249,7 +249,6 @@ def measure_hf_trainer(
     """Samples/s and MFU of the HF ``Trainer`` (bf16, SDPA, its default optimizer) on the same
     model and batch: the median window of ``args.steps`` steps after ``args.warmup``."""
     import datasets
-    from transformers import Trainer, TrainingArguments, default_data_collator
 
     model, sdpa = build_model(config, True, torch.device("cpu"))
     model_flops, _ = flops_per_token(model, config, args.seq_len)
@@ -261,29 +260,18 @@ def measure_hf_trainer(
     rows = datasets.concatenate_datasets([rows] * total)
     clock = _StepTimes(device)
     with tempfile.TemporaryDirectory() as out:
-        training = TrainingArguments(
-            output_dir=out,
+        training = train_with_hf_trainer(
+            model,
+            rows,
+            out,
+            clock,
             per_device_train_batch_size=args.batch_size,
             learning_rate=1e-4,
             max_steps=total,
             bf16=True,
             use_cpu=device.type == "cpu",
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
             seed=0,
         )
-        trainer = Trainer(
-            model=model,
-            args=training,
-            train_dataset=rows,
-            data_collator=default_data_collator,
-            callbacks=[clock],
-        )
-        trainer.train()
     ends = clock.times[args.warmup - 1 :]
     windows = [ends[(i + 1) * args.steps] - ends[i * args.steps] for i in range(args.repeats)]
     seconds = statistics.median(windows)

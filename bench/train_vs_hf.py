@@ -32,15 +32,12 @@ from typing import Any
 
 import datasets
 import torch
-from _common import PhasePeakRss, emit, log, set_threads, squad_file
+from _common import PhasePeakRss, emit, log, set_threads, squad_file, train_with_hf_trainer
 from cpu_quality import shuffled_head, write_jsonl
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoTokenizer,
-    Trainer,
     TrainerCallback,
-    TrainingArguments,
-    default_data_collator,
     set_seed,
 )
 
@@ -95,8 +92,11 @@ def run_hf(features: datasets.Dataset, steps: int, warmup: int, bf16: bool, out:
     clock = StepClock(warmup)
     set_seed(SEED)
     model = AutoModelForQuestionAnswering.from_pretrained(minilm_dir())
-    args = TrainingArguments(
-        output_dir=str(out),
+    train_with_hf_trainer(
+        model,
+        features,
+        out,
+        HFClock(clock),
         per_device_train_batch_size=BATCH,
         learning_rate=LR,
         weight_decay=WEIGHT_DECAY,
@@ -105,21 +105,7 @@ def run_hf(features: datasets.Dataset, steps: int, warmup: int, bf16: bool, out:
         bf16=bf16,
         use_cpu=True,
         seed=SEED,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        logging_strategy="no",
-        dataloader_num_workers=0,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=features,
-        data_collator=default_data_collator,
-        callbacks=[HFClock(clock)],
-    )
-    trainer.train()
     clock.lengths = [MAX_LENGTH]  # default_data_collator: every row is padded to 384
     return clock
 
