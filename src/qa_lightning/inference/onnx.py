@@ -158,28 +158,42 @@ def export_onnx(
         # answerability.json; export.json repeats them for other runtimes).
         info["answerability"] = module.answerability.to_dict()
         write_answerability(output, module.answerability)
-    if verify:
-        feeds = dict(zip(input_names, inputs, strict=True))
-        with torch.inference_mode():
-            expected = module(feeds)
-        diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
-        if diff > VERIFY_TOLERANCE and fused:
-            log.warning(
-                "%s: the fused graph differs from PyTorch by %.2e; kept the unfused one",
-                model_file,
-                diff,
-            )
-            os.replace(unfused, model_file)
-            info["fused_ops"] = None
-            diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
-        if diff > VERIFY_TOLERANCE:
-            raise RuntimeError(
-                f"ONNX logits differ from PyTorch by {diff:.2e} (> {VERIFY_TOLERANCE})"
-            )
-        log.info("Verified %s: max |logit difference| %.2e", model_file, diff)
-    unfused.unlink(missing_ok=True)
+    try:
+        if verify:
+            info["fused_ops"] = _verify(module, input_names, inputs, model_file, unfused, fused)
+    finally:
+        unfused.unlink(missing_ok=True)
     (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return output
+
+
+def _verify(
+    module: nn.Module,
+    input_names: Sequence[str],
+    inputs: tuple[Tensor, ...],
+    model_file: Path,
+    unfused: Path,
+    fused: dict[str, int] | None,
+) -> dict[str, int] | None:
+    """Check onnxruntime's logits against PyTorch's on the tracing inputs; a fused graph that
+    fails is replaced by ``unfused``. Returns the fused op counts that remain (``None``)."""
+    feeds = dict(zip(input_names, inputs, strict=True))
+    with torch.inference_mode():
+        expected = module(feeds)
+    diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
+    if diff > VERIFY_TOLERANCE and fused:
+        log.warning(
+            "%s: the fused graph differs from PyTorch by %.2e; kept the unfused one",
+            model_file,
+            diff,
+        )
+        os.replace(unfused, model_file)
+        fused = None
+        diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
+    if diff > VERIFY_TOLERANCE:
+        raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.2e} (> {VERIFY_TOLERANCE})")
+    log.info("Verified %s: max |logit difference| %.2e", model_file, diff)
+    return fused
 
 
 def _max_difference(expected: tuple[Tensor, Tensor], got: tuple[Tensor, Tensor]) -> float:

@@ -130,6 +130,33 @@ def test_fusion_only_where_onnxruntime_knows_the_family(
     assert not list(out.glob(".*"))  # no leftover unfused copy
 
 
+def test_a_fused_graph_that_fails_verification_is_replaced_by_the_unfused_one(
+    tiny_bert: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from qa_lightning.inference import onnx as onnx_export
+
+    def wrong_fusion(path: Path, config: object) -> dict[str, int]:
+        """A "fused" graph whose logits are off by 0.5: the start/end head's bias shifted."""
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            if "qa_outputs" in init.name and init.name.endswith("bias"):
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+        onnx.save(model, str(path))
+        return {"Attention": 1}
+
+    monkeypatch.setattr(onnx_export, "fuse_transformer_ops", wrong_fusion)
+    out = export_onnx(tiny_bert, tmp_path / "out")  # verifies: would raise if the bias stayed
+    assert json.loads((out / "export.json").read_text())["fused_ops"] is None
+    assert "kept the unfused one" in caplog.text
+    assert not list(out.glob(".*"))
+
+
 def test_no_fuse_keeps_the_traced_graph(tiny_bert: Path, tmp_path: Path) -> None:
     import onnx
 
