@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -136,11 +135,8 @@ def export_onnx(
             do_constant_folding=True,
         )
     model_file = output / ONNX_FILE
-    unfused = model_file.with_name(f".{ONNX_FILE}.unfused")
-    fused = None
-    if fuse:
-        shutil.copyfile(model_file, unfused)
-        fused = fuse_transformer_ops(model_file, module.model.config)
+    fused_file = model_file.with_name(f".{ONNX_FILE}.fused")
+    fused = fuse_transformer_ops(model_file, module.model.config, fused_file) if fuse else None
     tokenizer.save_pretrained(output)
     make_tokenizer_portable(output, module.model, tokenizer)
     if module.window is not None:
@@ -151,7 +147,6 @@ def export_onnx(
         "opset": opset,
         "source": str(path),
         "model_type": module.model.config.model_type,
-        "fused_ops": fused,
     }
     if module.answerability is not None:
         # The tuned threshold and calibrators travel with the export (QuestionAnswerer reads
@@ -160,40 +155,41 @@ def export_onnx(
         write_answerability(output, module.answerability)
     try:
         if verify:
-            info["fused_ops"] = _verify(module, input_names, inputs, model_file, unfused, fused)
+            feeds = dict(zip(input_names, inputs, strict=True))
+            if not _verify(module, feeds, model_file, fused_file if fused else None):
+                fused = None
+        if fused:
+            os.replace(fused_file, model_file)
+        info["fused_ops"] = fused
     finally:
-        unfused.unlink(missing_ok=True)
+        fused_file.unlink(missing_ok=True)
     (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return output
 
 
 def _verify(
-    module: nn.Module,
-    input_names: Sequence[str],
-    inputs: tuple[Tensor, ...],
-    model_file: Path,
-    unfused: Path,
-    fused: dict[str, int] | None,
-) -> dict[str, int] | None:
-    """Check onnxruntime's logits against PyTorch's on the tracing inputs; a fused graph that
-    fails is replaced by ``unfused``. Returns the fused op counts that remain (``None``)."""
-    feeds = dict(zip(input_names, inputs, strict=True))
+    module: nn.Module, feeds: dict[str, Tensor], model_file: Path, fused_file: Path | None
+) -> bool:
+    """Check onnxruntime's logits against PyTorch's on the tracing inputs: those of
+    ``fused_file`` when given, else (or when they miss) those of ``model_file``, which must
+    match. Returns whether the fused graph passed."""
     with torch.inference_mode():
         expected = module(feeds)
-    diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
-    if diff > VERIFY_TOLERANCE and fused:
+    if fused_file is not None:
+        diff = _max_difference(expected, OnnxSpanModel(fused_file)(feeds))
+        if diff <= VERIFY_TOLERANCE:
+            log.info("Verified %s (fused): max |logit difference| %.2e", model_file, diff)
+            return True
         log.warning(
             "%s: the fused graph differs from PyTorch by %.2e; kept the unfused one",
             model_file,
             diff,
         )
-        os.replace(unfused, model_file)
-        fused = None
-        diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
+    diff = _max_difference(expected, OnnxSpanModel(model_file)(feeds))
     if diff > VERIFY_TOLERANCE:
         raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.2e} (> {VERIFY_TOLERANCE})")
     log.info("Verified %s: max |logit difference| %.2e", model_file, diff)
-    return fused
+    return False
 
 
 def _max_difference(expected: tuple[Tensor, Tensor], got: tuple[Tensor, Tensor]) -> float:

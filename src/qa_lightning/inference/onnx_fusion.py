@@ -1,7 +1,7 @@
 """Fused transformer ops for an exported ONNX encoder: onnxruntime's own transformer optimizer.
 
-``fuse_transformer_ops(path, config)`` rewrites ``path`` in place (atomically) with
-``onnxruntime.transformers.optimizer.optimize_model``: the embeddings with their LayerNorm, each
+``fuse_transformer_ops(path, config, output)`` writes ``path`` rewritten by
+``onnxruntime.transformers.optimizer.optimize_model`` to ``output``: the embeddings with their LayerNorm, each
 self-attention block, the bias + GELU of each feed-forward layer and the residual + LayerNorm
 pairs become single fused CPU kernels (``EmbedLayerNormalization``, ``Attention``, ``BiasGelu``,
 ``SkipLayerNormalization``). On a fine-tuned MiniLM, int8 dynamic quantization of the fused graph
@@ -16,7 +16,6 @@ not match the original within a tolerance (``export_onnx`` verifies the fused fi
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,11 @@ def export_attention(model: Any) -> None:
         model.set_attn_implementation("eager")
 
 
-def fuse_transformer_ops(path: str | Path, config: Any) -> dict[str, int] | None:
-    """Replace the ONNX model at ``path`` by its fused version; returns the fused op counts, or
-    ``None`` (file unchanged) when the family is not fusable or nothing was fused."""
+def fuse_transformer_ops(
+    path: str | Path, config: Any, output: str | Path
+) -> dict[str, int] | None:
+    """Write the fused version of the ONNX model at ``path`` to ``output``; returns the fused op
+    counts, or ``None`` (nothing written) when the family is not fusable or nothing was fused."""
     model_type = FUSABLE.get(config.model_type)
     if model_type is None:
         return None
@@ -70,7 +71,5 @@ def fuse_transformer_ops(path: str | Path, config: Any) -> dict[str, int] | None
     if not fused:
         log.info("%s: no transformer op was fused; kept as exported", path)
         return None
-    tmp = path.with_name(f".{path.name}.fused.tmp")
-    optimized.save_model_to_file(str(tmp))
-    os.replace(tmp, path)
+    optimized.save_model_to_file(str(output))
     return fused

@@ -141,13 +141,13 @@ def test_a_fused_graph_that_fails_verification_is_replaced_by_the_unfused_one(
 
     from qa_lightning.inference import onnx as onnx_export
 
-    def wrong_fusion(path: Path, config: object) -> dict[str, int]:
+    def wrong_fusion(path: Path, config: object, output: Path) -> dict[str, int]:
         """A "fused" graph whose logits are off by 0.5: the start/end head's bias shifted."""
         model = onnx.load(str(path))
         for init in model.graph.initializer:
             if "qa_outputs" in init.name and init.name.endswith("bias"):
                 init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
-        onnx.save(model, str(path))
+        onnx.save(model, str(output))
         return {"Attention": 1}
 
     monkeypatch.setattr(onnx_export, "fuse_transformer_ops", wrong_fusion)
