@@ -2,8 +2,8 @@
 
 ``quantize_onnx(dir)`` rewrites ``dir/model.onnx`` with onnxruntime's dynamic quantization
 (``onnxruntime.quantization.quantize_dynamic``: int8 weights of the MatMul/Gemm nodes, activations
-quantized per batch at run time; the fused attention kernels stay fp32), atomically, and records it in ``export.json``. Nothing else
-changes: ``QuestionAnswerer.from_pretrained(dir)`` runs the int8 model like the fp32 one.
+quantized per batch at run time; the fused attention kernels stay fp32), atomically, and records
+it in ``export.json``. Nothing else changes: ``QuestionAnswerer.from_pretrained(dir)`` runs the int8 model like the fp32 one.
 ``quantize_torch(module)`` is torch's own dynamic quantization of the ``nn.Linear`` layers
 (``torch.ao.quantization.quantize_dynamic``), for comparison.
 """
