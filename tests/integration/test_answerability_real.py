@@ -42,6 +42,7 @@ ALL = 10_000  # more than any third of dev-v2.0 holds (4,032 / 3,889 / 3,952 que
 SIZES = {"small": (60, 120, 120), "large": (ALL, ALL, ALL)}
 EPOCHS = {"small": 1, "large": 2}
 V1_QUESTIONS = 10_000  # about what bench/cpu_budget.py reads in its 1,231 s (10,108)
+DATA = {"max_length": 256, "doc_stride": 96, "batch_size": 16, "use_cache": False}
 OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 2e-4, "weight_decay": 0.01}
 SCHEDULER = {"_target_": "qa_lightning.model.optim.linear_warmup_decay", "warmup_ratio": 0.1}
 TRAINER = {
@@ -109,8 +110,7 @@ def span_reader(shared_data: Path, root: Path, tokenizer) -> str:
         return os.environ["QA_ANSWERABILITY_INIT"]
     v1 = slice_squad(shared_data / "squad" / "train-v1.1.reconstructed.json.gz", root / "v1.json",
                      0, V1_QUESTIONS)  # fmt: skip
-    data = SquadDataModule(tokenizer, dataset=None, train_file=str(v1), max_length=256,
-                           doc_stride=96, batch_size=16, use_cache=False)  # fmt: skip
+    data = SquadDataModule(tokenizer, dataset=None, train_file=str(v1), **DATA)
     module = QALightningModule(pretrained="minilm", optimizer=OPTIMIZER, scheduler=SCHEDULER)
     Trainer(max_epochs=1, limit_val_batches=0, **TRAINER).fit(module, datamodule=data)
     return str(module.save_hf_model(root / "v1_reader", tokenizer))
@@ -132,10 +132,7 @@ def test_tuned_answerability_on_held_out_articles(shared_data: Path, tmp_path: P
         train_file=str(train),
         validation_file=str(tune),
         test_file=str(test),
-        max_length=256,
-        doc_stride=96,
-        batch_size=16,
-        use_cache=False,
+        **DATA,
     )
     pretrained = span_reader(shared_data, tmp_path, tokenizer) if size == "large" else "minilm"
     module = QALightningModule(pretrained=pretrained, optimizer=OPTIMIZER, scheduler=SCHEDULER)
